@@ -1,0 +1,113 @@
+/**
+ * Wires one ringhook instance together from a Config and a Store: metrics,
+ * journal, edge, processors. No Deno APIs here; the runtime layer serves it.
+ */
+import type { Config } from "./config.ts";
+import { createHandler, type Handler } from "./http/handler.ts";
+import type { EdgeAuth } from "./http/webhook.ts";
+import { Journal } from "./journal/journal.ts";
+import type { Store } from "./journal/types.ts";
+import { logger } from "./log.ts";
+import { Registry } from "./metrics.ts";
+import { createHmacVerifier } from "./verify.ts";
+
+/** The setting under which a generated verification token is kept. */
+export const GENERATED_TOKEN_KEY = "edge.generated_verification_token";
+
+/** A running ringhook instance (without its sockets). */
+export interface App {
+  handler: Handler;
+  journal: Journal;
+  store: Store;
+  metrics: Registry;
+  /** The tokens the edge accepts right now. */
+  auth(): EdgeAuth;
+  /** Swaps in rotated secrets from a new Config without dropping anything. */
+  reloadSecrets(config: Config): Promise<void>;
+  /** Stops processors, flushes the journal; the caller closes the store. */
+  close(): Promise<void>;
+}
+
+/** Options for tests and the runtime layer. */
+export interface AppOptions {
+  now?: () => number;
+}
+
+/** Builds an instance around an open store. */
+export async function createApp(
+  config: Config,
+  store: Store,
+  opts: AppOptions = {},
+): Promise<App> {
+  const metrics = new Registry();
+  const log = logger("edge");
+  const journal = new Journal(store, {
+    batchMax: config.batchMax,
+    batchDelayMs: config.batchDelayMs,
+    retentionDays: config.retentionDays,
+    metrics,
+    log: logger("journal"),
+    now: opts.now,
+  });
+
+  let auth = await resolveAuth(config, store);
+  const handler = createHandler({
+    auth: () => auth,
+    accept: journal.accept,
+    maxBodyBytes: config.maxBodyBytes,
+    metrics,
+    log,
+    accessLog: logger("http"),
+    readiness: () => journal.readiness(),
+    serveMetrics: config.adminPort === undefined,
+    now: opts.now,
+  });
+  journal.start();
+
+  return {
+    handler,
+    journal,
+    store,
+    metrics,
+    auth: () => auth,
+    async reloadSecrets(next) {
+      auth = await resolveAuth(next, store);
+      log.info("Secrets reloaded: {tokens} verification token(s), {hmac} HMAC secret(s)", {
+        tokens: auth.tokens.length,
+        hmac: next.hmacSecrets.length,
+      });
+    },
+    async close() {
+      await journal.close();
+    },
+  };
+}
+
+/**
+ * The edge's secrets. With no token, no HMAC secret and no explicit opt-out, a
+ * random token is generated once and kept in the database (shared by every
+ * instance on it), so the server is secure by default and still works.
+ */
+async function resolveAuth(config: Config, store: Store): Promise<EdgeAuth> {
+  let tokens = config.verificationTokens;
+  if (tokens.length === 0 && config.hmacSecrets.length === 0 && !config.allowUnverified) {
+    tokens = [await generatedToken(store)];
+  }
+  return {
+    tokens,
+    hmac: config.hmacSecrets.length > 0 ? await createHmacVerifier(config.hmacSecrets) : undefined,
+    hmacHeader: config.hmacHeader,
+    allowUnverified: config.allowUnverified,
+  };
+}
+
+/** Returns the stored generated token, creating it on first use. */
+export async function generatedToken(store: Store): Promise<string> {
+  const existing = await store.getSetting(GENERATED_TOKEN_KEY);
+  if (existing) return existing;
+  const bytes = crypto.getRandomValues(new Uint8Array(24));
+  const token = "rh_" + btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_")
+    .replace(/=+$/, "");
+  await store.setSetting(GENERATED_TOKEN_KEY, token);
+  return token;
+}

@@ -1,0 +1,108 @@
+/**
+ * The one HTTP handler: routes by path and method, logs one line per request,
+ * and turns any unexpected error into a JSON 500 instead of a crash.
+ */
+import type { Logger } from "../log.ts";
+import { json } from "./respond.ts";
+import { createWebhook, type WebhookDeps, type WebhookInfo } from "./webhook.ts";
+
+/** A route module mounted under a path prefix (the admin API). */
+export type SubHandler = (req: Request, url: URL) => Promise<Response | undefined>;
+
+/** Everything the handler serves. */
+export interface HandlerDeps extends WebhookDeps {
+  /** Alive: the process answers. Ready: events can be stored. */
+  readiness: () => { ready: boolean; reason?: string };
+  /** Serve /metrics here (false when it lives on the admin port). */
+  serveMetrics: boolean;
+  /** The admin API, when it is served on this port. */
+  admin?: SubHandler;
+  /** The request log (one line per request). */
+  accessLog: Logger;
+}
+
+/** The request handler: `(Request) => Promise<Response>`, callable without a socket. */
+export type Handler = (req: Request) => Promise<Response>;
+
+/** Builds the main handler. */
+export function createHandler(deps: HandlerDeps): Handler {
+  const webhook = createWebhook(deps);
+  const requests = deps.metrics.counter(
+    "ringhook_http_requests_total",
+    "HTTP requests by route and status",
+  );
+  const now = deps.now ?? Date.now;
+
+  return async (req) => {
+    const started = now();
+    const info: WebhookInfo = {};
+    let url: URL;
+    let route = "other";
+    let res: Response;
+    try {
+      url = new URL(req.url);
+      const path = url.pathname.replace(/\/+$/, "") || "/";
+      if (path === "/webhook") {
+        route = "webhook";
+        res = await webhook(req, url, info);
+      } else if (path === "/healthz") {
+        route = "healthz";
+        res = onlyGet(req, () => json(200, { status: "alive" }));
+      } else if (path === "/readyz") {
+        route = "readyz";
+        res = onlyGet(req, () => {
+          const r = deps.readiness();
+          return r.ready
+            ? json(200, { status: "ready" })
+            : json(503, { status: "not_ready", reason: r.reason });
+        });
+      } else if (path === "/metrics" && deps.serveMetrics) {
+        route = "metrics";
+        res = onlyGet(req, () =>
+          new Response(deps.metrics.render(), {
+            headers: { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" },
+          }));
+      } else {
+        const admin = deps.admin ? await deps.admin(req, url) : undefined;
+        if (admin) route = "admin";
+        res = admin ?? json(404, { error: "not_found", message: `no route for ${path}` });
+      }
+    } catch (e) {
+      deps.log.error("Unhandled error in handler: {error}", { error: e });
+      res = json(500, { error: "internal", message: "unexpected error; see the server log" });
+    }
+    requests.inc({ route, status: String(res.status) });
+    const durationMs = Math.round((now() - started) * 1000) / 1000;
+    const line = {
+      method: req.method,
+      path: route === "other" ? "(other)" : safePath(req.url),
+      status: res.status,
+      durationMs,
+      ...(info.kind ? { kind: info.kind } : {}),
+      ...(info.uuid ? { uuid: info.uuid, event: info.event } : {}),
+    };
+    if (res.status >= 500) deps.accessLog.warn("request", line);
+    else deps.accessLog.info("request", line);
+    return res;
+  };
+}
+
+function onlyGet(req: Request, fn: () => Response): Response {
+  if (req.method === "GET") return fn();
+  if (req.method === "HEAD") {
+    const r = fn();
+    return new Response(null, { status: r.status, headers: r.headers });
+  }
+  return json(405, { error: "method_not_allowed", message: `${req.method} is not allowed` }, {
+    Allow: "GET, HEAD",
+  });
+}
+
+/** The path without the query string (which may carry a secret, as in RingCentral's samples). */
+function safePath(u: string): string {
+  try {
+    return new URL(u).pathname.slice(0, 200);
+  } catch {
+    return "(invalid)";
+  }
+}

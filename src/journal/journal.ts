@@ -1,0 +1,315 @@
+/**
+ * The journal: group commit in front of a Store (requests that arrive together
+ * share one transaction), deduplication by uuid, health, retention, and
+ * consumers that read from a stored cursor and are woken when events land.
+ */
+import type { Logger } from "../log.ts";
+import type { Registry } from "../metrics.ts";
+import type { Notification } from "../notification.ts";
+import {
+  type AcceptResult,
+  type JournalEntry,
+  JournalUnavailable,
+  type ProcessorCommit,
+  type Store,
+  toRow,
+} from "./types.ts";
+
+/** Group commit and housekeeping settings. */
+export interface JournalOptions {
+  batchMax: number;
+  batchDelayMs: number;
+  retentionDays: number;
+  metrics: Registry;
+  log: Logger;
+  now?: () => number;
+}
+
+interface Pending {
+  n: Notification;
+  resolve: (r: AcceptResult) => void;
+  reject: (e: Error) => void;
+}
+
+/** What a consumer's handler returns: the rest of its commit (calls, topic events). */
+export type ConsumerResult = Omit<ProcessorCommit, "consumer" | "cursor"> | void;
+
+/** A running consumer. */
+export interface Consumer {
+  /** Stops after the batch in hand; resolves when stopped. */
+  stop(): Promise<void>;
+  /** The last seq it committed. */
+  position(): number;
+  /** Resolves once the consumer has committed `seq` or beyond. */
+  reached(seq: number): Promise<void>;
+}
+
+/** The durable journal behind the edge's accept() seam. */
+export class Journal {
+  readonly store: Store;
+  #opts: JournalOptions;
+  #now: () => number;
+  #pending: Pending[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #inflight: Promise<void> | undefined;
+  #listeners = new Set<() => void>();
+  #failure: { reason: string; since: number } | undefined;
+  #probeTimer: ReturnType<typeof setInterval> | undefined;
+  #retentionTimer: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+  #m: {
+    batch: ReturnType<Registry["histogram"]>;
+    commit: ReturnType<Registry["histogram"]>;
+    failures: ReturnType<Registry["counter"]>;
+    pruned: ReturnType<Registry["counter"]>;
+  };
+
+  /** Wraps a store; call start() to begin housekeeping. */
+  constructor(store: Store, opts: JournalOptions) {
+    this.store = store;
+    this.#opts = opts;
+    this.#now = opts.now ?? Date.now;
+    const m = opts.metrics;
+    this.#m = {
+      batch: m.histogram("ringhook_journal_batch_size", "Events per group commit", [
+        1,
+        2,
+        5,
+        10,
+        25,
+        50,
+        100,
+        250,
+        500,
+        1000,
+      ]),
+      commit: m.histogram(
+        "ringhook_journal_commit_seconds",
+        "Time for one group commit including fsync",
+        [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+      ),
+      failures: m.counter("ringhook_journal_failures_total", "Group commits that failed"),
+      pruned: m.counter("ringhook_journal_pruned_total", "Events removed by retention"),
+    };
+    m.collect("ringhook_journal_ready", "1 when the journal takes writes", () => [{
+      value: this.#failure ? 0 : 1,
+    }]);
+  }
+
+  /** Starts retention in the background. */
+  start(): void {
+    if (this.#opts.retentionDays > 0) {
+      const run = () => void this.pruneOnce().catch(() => {});
+      this.#retentionTimer = setInterval(run, 3600_000);
+      setTimeout(run, 1000);
+    }
+  }
+
+  /** The accept() seam: resolves once the event is durable (or known), rejects with JournalUnavailable. */
+  accept = (n: Notification): Promise<AcceptResult> => {
+    if (this.#closed) return Promise.reject(new JournalUnavailable("the journal is shutting down"));
+    return new Promise<AcceptResult>((resolve, reject) => {
+      this.#pending.push({ n, resolve, reject });
+      if (this.#inflight) return; // the batch in flight will take these when it lands
+      if (this.#pending.length >= this.#opts.batchMax || this.#opts.batchDelayMs === 0) {
+        this.#flushSoon(0);
+      } else {
+        this.#flushSoon(this.#opts.batchDelayMs);
+      }
+    });
+  };
+
+  /** Ready means the last write succeeded. */
+  readiness(): { ready: boolean; reason?: string } {
+    return this.#failure ? { ready: false, reason: this.#failure.reason } : { ready: true };
+  }
+
+  /** Registers a wake-up for new events; returns the unsubscribe function. */
+  onAppend(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Runs a consumer: reads entries after its cursor in order, hands them to `handle`,
+   * and commits the cursor with what `handle` returns (at-least-once; handlers are
+   * idempotent). Sleeps until woken by new events; never polls in a tight loop.
+   */
+  consume(
+    name: string,
+    handle: (entries: JournalEntry[]) => Promise<ConsumerResult>,
+    opts: { batch?: number; log?: Logger } = {},
+  ): Consumer {
+    const batch = opts.batch ?? 500;
+    let stopping = false;
+    let position = 0;
+    let wake: (() => void) | undefined;
+    let dirty = false;
+    const waiters: Array<{ seq: number; resolve: () => void }> = [];
+    const unsubscribe = this.onAppend(() => {
+      dirty = true;
+      wake?.();
+    });
+    const settle = () => {
+      for (let i = waiters.length - 1; i >= 0; i--) {
+        if (waiters[i].seq <= position) waiters.splice(i, 1)[0].resolve();
+      }
+    };
+    const sleep = (ms: number) =>
+      new Promise<void>((resolve) => {
+        const t = setTimeout(done, ms);
+        function done() {
+          clearTimeout(t);
+          wake = undefined;
+          resolve();
+        }
+        wake = done;
+      });
+    const loop = (async () => {
+      let failures = 0;
+      position = await this.#retry(() => this.store.getCursor(name), () => stopping);
+      settle();
+      while (!stopping) {
+        try {
+          dirty = false;
+          const entries = await this.store.readAfter(position, batch);
+          if (entries.length === 0) {
+            if (!dirty) await sleep(5000);
+            continue;
+          }
+          const result = await handle(entries);
+          const cursor = entries[entries.length - 1].seq;
+          await this.store.commit({ consumer: name, cursor, ...(result ?? {}) });
+          position = cursor;
+          failures = 0;
+          settle();
+        } catch (e) {
+          failures++;
+          opts.log?.error("Consumer {name} failed; retrying: {error}", { name, error: e });
+          await sleep(Math.min(30_000, 100 * 2 ** Math.min(failures, 9)));
+        }
+      }
+    })();
+    return {
+      stop: async () => {
+        stopping = true;
+        unsubscribe();
+        wake?.();
+        await loop;
+      },
+      position: () => position,
+      reached: (seq) =>
+        seq <= position
+          ? Promise.resolve()
+          : new Promise<void>((resolve) => waiters.push({ seq, resolve })),
+    };
+  }
+
+  /** Deletes one round of events older than the retention period; returns how many. */
+  async pruneOnce(): Promise<number> {
+    const before = this.#now() - this.#opts.retentionDays * 86_400_000;
+    let total = 0;
+    while (!this.#closed) {
+      const n = await this.store.prune(before, 1000);
+      total += n;
+      if (n < 1000) break;
+      // Let group commits in between: retention must never stall the ack path.
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    if (total > 0) {
+      this.#m.pruned.inc({}, total);
+      this.#opts.log.info("Retention removed {count} events", { count: total });
+    }
+    return total;
+  }
+
+  /** Flushes pending events, stops timers; the store stays open for the caller to close. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#retentionTimer);
+    clearInterval(this.#probeTimer);
+    while (this.#pending.length > 0 || this.#inflight) {
+      if (!this.#inflight) this.#flush();
+      await this.#inflight;
+    }
+    clearTimeout(this.#timer);
+  }
+
+  #flushSoon(ms: number) {
+    if (this.#timer !== undefined && ms > 0) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#flush(), ms);
+  }
+
+  #flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#inflight || this.#pending.length === 0) return;
+    const batch = this.#pending.splice(0, this.#opts.batchMax);
+    const started = performance.now();
+    this.#inflight = this.store.append(batch.map((p) => toRow(p.n))).then(
+      (seqs) => {
+        this.#m.commit.observe((performance.now() - started) / 1000);
+        this.#m.batch.observe(batch.length);
+        if (this.#failure) {
+          this.#opts.log.info("Journal recovered after: {reason}", this.#failure);
+          this.#setFailure(undefined);
+        }
+        let stored = false;
+        batch.forEach((p, i) => {
+          if (seqs[i] > 0) {
+            stored = true;
+            p.resolve({ status: "stored", seq: seqs[i] });
+          } else p.resolve({ status: "duplicate" });
+        });
+        if (stored) { for (const l of this.#listeners) l(); }
+      },
+      (e: Error) => {
+        this.#m.failures.inc();
+        const reason = describe(e);
+        if (!this.#failure) this.#opts.log.error("Journal write failed: {reason}", { reason });
+        this.#setFailure({ reason, since: this.#now() });
+        const err = new JournalUnavailable(reason, { cause: e });
+        for (const p of batch) p.reject(err);
+      },
+    ).finally(() => {
+      this.#inflight = undefined;
+      if (this.#pending.length > 0) this.#flush();
+    });
+  }
+
+  #setFailure(f: { reason: string; since: number } | undefined) {
+    this.#failure = f;
+    if (f && !this.#probeTimer) {
+      // Recover by ourselves when the cause goes away, even with no traffic.
+      this.#probeTimer = setInterval(() => {
+        this.store.probe().then(() => {
+          if (this.#failure) {
+            this.#opts.log.info("Journal takes writes again");
+            this.#setFailure(undefined);
+          }
+        }, () => {});
+      }, 1000);
+    } else if (!f && this.#probeTimer) {
+      clearInterval(this.#probeTimer);
+      this.#probeTimer = undefined;
+    }
+  }
+
+  async #retry<T>(fn: () => Promise<T>, stop: () => boolean): Promise<T> {
+    for (let i = 0;; i++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (stop()) throw e;
+        await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** i)));
+      }
+    }
+  }
+}
+
+function describe(e: Error): string {
+  const code = (e as { code?: string }).code;
+  const msg = e.message.split("\n")[0].slice(0, 200);
+  return code && !msg.includes(code) ? `${code}: ${msg}` : msg;
+}

@@ -1,0 +1,71 @@
+/**
+ * The `serve` command: config → store → app → sockets, with graceful shutdown
+ * on SIGTERM/SIGINT and secret reload on SIGHUP.
+ */
+import { createApp } from "./app.ts";
+import { openSqliteStore } from "./journal/remote.ts";
+import { logger } from "./log.ts";
+import * as rt from "./runtime.ts";
+
+/** Runs the server until a shutdown signal; exits 0 after draining. */
+export async function serveCommand(): Promise<void> {
+  const config = rt.exitOnConfigErrors(rt.configFromEnv());
+  const logs = await rt.startLogging(config);
+  const log = logger("main");
+  rt.ensureDir(config.dataDir);
+  const dbPath = `${config.dataDir.replace(/\/+$/, "")}/ringhook.db`;
+  let store;
+  try {
+    store = await openSqliteStore(dbPath, config.durability);
+  } catch (e) {
+    rt.printErr(`error: cannot open the database ${dbPath}: ${(e as Error).message}`);
+    await logs.flush();
+    rt.exit(1);
+  }
+  const app = await createApp(config, store);
+
+  if (
+    config.allowUnverified && config.verificationTokens.length === 0 && !config.hmacSecrets.length
+  ) {
+    for (let i = 0; i < 3; i++) {
+      log.warn(
+        "RINGHOOK_ALLOW_UNVERIFIED=true and no token or HMAC secret: ANYONE can post events",
+      );
+    }
+  } else if (config.verificationTokens.length === 0 && config.hmacSecrets.length === 0) {
+    log.warn(
+      "No RINGHOOK_VERIFICATION_TOKEN set: using a generated token kept in {db}; print it with `main.ts token`",
+      { db: dbPath },
+    );
+  }
+
+  const served = await rt.serve(app.handler, { port: config.port, hostname: config.hostname });
+  log.info("Listening on http://{hostname}:{port}/webhook", {
+    hostname: served.hostname,
+    port: served.port,
+    durability: config.durability,
+    dataDir: config.dataDir,
+  });
+
+  rt.onReloadSignal(() => {
+    const next = rt.configFromEnv();
+    if (!next.ok) {
+      log.error("Reload refused: {errors}", { errors: next.errors });
+      return;
+    }
+    app.reloadSecrets(next.config).catch((e) => log.error("Reload failed: {error}", { error: e }));
+  });
+
+  await new Promise<void>((resolve) => {
+    rt.onShutdownSignal(async (signal) => {
+      log.info("{signal}: draining in-flight requests", { signal });
+      await served.shutdown();
+      await app.close();
+      await store.close();
+      log.info("Stopped cleanly");
+      await logs.flush();
+      resolve();
+    });
+  });
+  rt.exit(0);
+}

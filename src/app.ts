@@ -22,6 +22,8 @@ export interface App {
   metrics: Registry;
   /** The tokens the edge accepts right now. */
   auth(): EdgeAuth;
+  /** Marks the instance not-ready (shutdown has begun) so load balancers stop sending. */
+  beginDrain(): void;
   /** Swaps in rotated secrets from a new Config without dropping anything. */
   reloadSecrets(config: Config): Promise<void>;
   /** Stops processors, flushes the journal; the caller closes the store. */
@@ -51,6 +53,7 @@ export async function createApp(
   });
 
   let auth = await resolveAuth(config, store);
+  let draining = false;
   const handler = createHandler({
     auth: () => auth,
     accept: journal.accept,
@@ -58,7 +61,7 @@ export async function createApp(
     metrics,
     log,
     accessLog: logger("http"),
-    readiness: () => journal.readiness(),
+    readiness: () => draining ? { ready: false, reason: "shutting down" } : journal.readiness(),
     serveMetrics: config.adminPort === undefined,
     now: opts.now,
   });
@@ -70,6 +73,7 @@ export async function createApp(
     store,
     metrics,
     auth: () => auth,
+    beginDrain: () => void (draining = true),
     async reloadSecrets(next) {
       auth = await resolveAuth(next, store);
       log.info("Secrets reloaded: {tokens} verification token(s), {hmac} HMAC secret(s)", {

@@ -7,6 +7,9 @@ import { openSqliteStore } from "./journal/remote.ts";
 import { logger } from "./log.ts";
 import * as rt from "./runtime.ts";
 
+/** How long SIGTERM waits for in-flight requests before closing anyway. */
+const DRAIN_TIMEOUT_MS = 10_000;
+
 /** Runs the server until a shutdown signal; exits 0 after draining. */
 export async function serveCommand(): Promise<void> {
   const config = rt.exitOnConfigErrors(rt.configFromEnv());
@@ -39,7 +42,19 @@ export async function serveCommand(): Promise<void> {
     );
   }
 
-  const served = await rt.serve(app.handler, { port: config.port, hostname: config.hostname });
+  // Count in-flight requests: Deno's shutdown() cuts the bodies still streaming in,
+  // so SIGTERM first waits for them to finish, then stops the listener.
+  let inflight = 0;
+  const idle: Array<() => void> = [];
+  const handler = async (req: Request) => {
+    inflight++;
+    try {
+      return await app.handler(req);
+    } finally {
+      if (--inflight === 0) idle.splice(0).forEach((f) => f());
+    }
+  };
+  const served = await rt.serve(handler, { port: config.port, hostname: config.hostname });
   log.info("Listening on http://{hostname}:{port}/webhook", {
     hostname: served.hostname,
     port: served.port,
@@ -58,7 +73,14 @@ export async function serveCommand(): Promise<void> {
 
   await new Promise<void>((resolve) => {
     rt.onShutdownSignal(async (signal) => {
-      log.info("{signal}: draining in-flight requests", { signal });
+      app.beginDrain();
+      log.info("{signal}: draining {inflight} in-flight request(s)", { signal, inflight });
+      if (inflight > 0) {
+        await Promise.race([
+          new Promise<void>((r) => idle.push(r)),
+          new Promise((r) => setTimeout(r, DRAIN_TIMEOUT_MS)),
+        ]);
+      }
       await served.shutdown();
       await app.close();
       await store.close();

@@ -1,0 +1,198 @@
+/**
+ * Test helpers: configs, an app on a real SQLite file, and a ringhook child
+ * process started with exactly the permission flags of the `start` task.
+ */
+import { type Config, loadConfig } from "../src/config.ts";
+import { type App, createApp } from "../src/app.ts";
+import { openSqliteStore } from "../src/journal/remote.ts";
+
+/** The repository root. */
+export const ROOT = new URL("../", import.meta.url).pathname;
+
+/** A Config from env-style overrides (throws on config errors). */
+export function testConfig(env: Record<string, string> = {}): Config {
+  const r = loadConfig(
+    { RINGHOOK_VERIFICATION_TOKEN: "test-token-123", RINGHOOK_BATCH_DELAY_MS: "1", ...env },
+    (p) => Deno.readTextFileSync(p),
+  );
+  if (!r.ok) throw new Error(r.errors.join("; "));
+  return r.config;
+}
+
+/** An app on a fresh SQLite file in a temp dir; `close()` removes everything. */
+export async function testApp(
+  env: Record<string, string> = {},
+): Promise<App & { dir: string; dispose: () => Promise<void> }> {
+  const dir = await Deno.makeTempDir({ prefix: "ringhook-test-" });
+  const config = testConfig({ RINGHOOK_DATA_DIR: dir, ...env });
+  const store = await openSqliteStore(`${dir}/ringhook.db`, config.durability);
+  const app = await createApp(config, store);
+  return {
+    ...app,
+    dir,
+    dispose: async () => {
+      await app.close();
+      await store.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** Reads a fixture as text. */
+export function fixtureText(name: string): string {
+  return Deno.readTextFileSync(new URL(`./fixtures/${name}`, import.meta.url));
+}
+
+/** Reads a fixture as JSON. */
+export function fixture<T = Record<string, unknown>>(name: string): T {
+  return JSON.parse(fixtureText(name));
+}
+
+/** Lists fixtures whose names start with a prefix, sorted. */
+export function fixtureNames(prefix: string): string[] {
+  return [...Deno.readDirSync(new URL("./fixtures/", import.meta.url))]
+    .map((e) => e.name)
+    .filter((n) => n.startsWith(prefix) && n.endsWith(".json"))
+    .sort();
+}
+
+/** A POST /webhook request. */
+export function webhookPost(
+  body: string | Uint8Array | Record<string, unknown> | null,
+  headers: Record<string, string> = {},
+  base = "http://ringhook.test",
+): Request {
+  const b = body === null
+    ? null
+    : typeof body === "string" || body instanceof Uint8Array
+    ? body
+    : JSON.stringify(body);
+  return new Request(`${base}/webhook`, {
+    method: "POST",
+    headers: { "Verification-Token": "test-token-123", ...headers },
+    body: b as BodyInit | null,
+  });
+}
+
+/** The permission flags of the `start` task (which the compile task must share). */
+export function serveFlags(): string[] {
+  const deno = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const start: string = deno.tasks.start;
+  const m = start.match(/^deno run (.*) main\.ts serve$/);
+  if (!m) throw new Error(`unexpected start task: ${start}`);
+  return m[1].split(/\s+/);
+}
+
+/** A ringhook child process. */
+export interface Child {
+  port: number;
+  url: string;
+  dataDir: string;
+  proc: Deno.ChildProcess;
+  /** Every stdout+stderr line so far. */
+  lines: string[];
+  /** Sends a signal and waits for the exit status. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+  /** Resolves when a line matching `re` has been printed. */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<string>;
+}
+
+/** Starts `main.ts serve` with the start task's flags, on port 0 unless told otherwise. */
+export async function startServer(
+  env: Record<string, string> = {},
+  opts: { dataDir?: string; args?: string[] } = {},
+): Promise<Child> {
+  const dataDir = opts.dataDir ?? await Deno.makeTempDir({ prefix: "ringhook-e2e-" });
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...serveFlags(), `${ROOT}main.ts`, ...(opts.args ?? ["serve"])],
+    cwd: ROOT,
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      HOME: Deno.env.get("HOME") ?? "/tmp",
+      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
+      NO_COLOR: "1",
+      RINGHOOK_PORT: "0",
+      RINGHOOK_HOSTNAME: "127.0.0.1",
+      RINGHOOK_DATA_DIR: dataDir,
+      RINGHOOK_LOG_FORMAT: "json",
+      ...env,
+    },
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const proc = cmd.spawn();
+  const lines: string[] = [];
+  const watchers: Array<{ re: RegExp; resolve: (l: string) => void }> = [];
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    let buf = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      buf += chunk;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        lines.push(line);
+        for (let w = watchers.length - 1; w >= 0; w--) {
+          if (watchers[w].re.test(line)) watchers.splice(w, 1)[0].resolve(line);
+        }
+      }
+    }
+    if (buf) lines.push(buf);
+  };
+  const pumped = Promise.all([pump(proc.stdout), pump(proc.stderr)]);
+  const waitFor = (re: RegExp, timeoutMs = 15_000) => {
+    const found = lines.find((l) => re.test(l));
+    if (found) return Promise.resolve(found);
+    return new Promise<string>((resolve, reject) => {
+      const t = setTimeout(() => {
+        reject(new Error(`timed out waiting for ${re}; output:\n${lines.join("\n")}`));
+      }, timeoutMs);
+      watchers.push({
+        re,
+        resolve: (l) => {
+          clearTimeout(t);
+          resolve(l);
+        },
+      });
+    });
+  };
+  const statusP = proc.status;
+  const listening = await Promise.race([
+    waitFor(/Listening on/),
+    statusP.then((s) => {
+      throw new Error(`ringhook exited with ${s.code} before listening:\n${lines.join("\n")}`);
+    }),
+  ]);
+  const port = JSON.parse(listening).port as number;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    dataDir,
+    proc,
+    lines,
+    waitFor,
+    async stop(signal: Deno.Signal = "SIGTERM") {
+      try {
+        proc.kill(signal);
+      } catch {
+        // already gone
+      }
+      const s = await statusP;
+      await pumped;
+      return s;
+    },
+  };
+}
+
+/** A seeded pseudo-random generator (mulberry32), for reproducible property tests. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

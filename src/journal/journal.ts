@@ -156,7 +156,7 @@ export class Journal {
       }
     };
     const sleep = (ms: number) =>
-      new Promise<void>((resolve) => {
+      stopping ? Promise.resolve() : new Promise<void>((resolve) => {
         const t = setTimeout(done, ms);
         function done() {
           clearTimeout(t);

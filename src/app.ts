@@ -10,6 +10,11 @@ import type { Store } from "./journal/types.ts";
 import { logger } from "./log.ts";
 import { Registry } from "./metrics.ts";
 import { createHmacVerifier } from "./verify.ts";
+import { type CallTracker, startCallTracker } from "./calls/processor.ts";
+import { RingCentralClient } from "./ringcentral/client.ts";
+import { Keeper } from "./ringcentral/keeper.ts";
+import { isRenewalReminder } from "./notification.ts";
+import type { Consumer } from "./journal/journal.ts";
 
 /** The setting under which a generated verification token is kept. */
 export const GENERATED_TOKEN_KEY = "edge.generated_verification_token";
@@ -18,6 +23,11 @@ export const GENERATED_TOKEN_KEY = "edge.generated_verification_token";
 export interface App {
   handler: Handler;
   journal: Journal;
+  calls: CallTracker;
+  /** The subscription keeper, when RingCentral credentials and a public URL are configured. */
+  keeper?: Keeper;
+  /** The RingCentral client, when credentials are configured. */
+  ringcentral?: RingCentralClient;
   store: Store;
   metrics: Registry;
   /** The tokens the edge accepts right now. */
@@ -33,6 +43,10 @@ export interface App {
 /** Options for tests and the runtime layer. */
 export interface AppOptions {
   now?: () => number;
+  /** The fetch the RingCentral client uses (tests point it at a fake). */
+  fetch?: typeof fetch;
+  /** This instance's name in leases; random by default. */
+  instanceId?: string;
 }
 
 /** Builds an instance around an open store. */
@@ -66,10 +80,52 @@ export async function createApp(
     now: opts.now,
   });
   journal.start();
+  const calls = startCallTracker(journal, {
+    staleSeconds: config.callStaleSeconds,
+    metrics,
+    log: logger("calls"),
+    now: opts.now,
+  });
+  const consumers: Record<string, () => number> = { calls: () => calls.consumer.position() };
+
+  const rc = ringCentralClient(config, metrics, opts.fetch);
+  let keeper: Keeper | undefined;
+  let reminders: Consumer | undefined;
+  if (rc && config.ringcentral.publicUrl) {
+    keeper = new Keeper({
+      api: rc,
+      store,
+      spec: {
+        ...config.ringcentral,
+        publicUrl: config.ringcentral.publicUrl,
+        verificationToken: auth.tokens[0],
+      },
+      instanceId: opts.instanceId ?? crypto.randomUUID(),
+      checkIntervalMs: config.ringcentral.checkSeconds * 1000,
+      metrics,
+      now: opts.now,
+    });
+    keeper.start();
+    const k = keeper;
+    // Renewal reminders reach the keeper from the journal, never from the ack path.
+    reminders = journal.consume("rc-reminders", async (entries) => {
+      for (const e of entries) {
+        if (isRenewalReminder(e.event)) {
+          await k.onNotification({ event: e.event, subscriptionId: e.subscriptionId ?? undefined });
+        }
+      }
+    }, { log: logger("ringcentral") });
+    const r = reminders;
+    consumers["rc-reminders"] = () => r.position();
+  }
+  registerGauges(metrics, store, consumers);
 
   return {
     handler,
     journal,
+    calls,
+    keeper,
+    ringcentral: rc,
     store,
     metrics,
     auth: () => auth,
@@ -82,6 +138,9 @@ export async function createApp(
       });
     },
     async close() {
+      await keeper?.stop();
+      await reminders?.stop();
+      await calls.stop();
       await journal.close();
     },
   };
@@ -114,4 +173,44 @@ export async function generatedToken(store: Store): Promise<string> {
     .replace(/=+$/, "");
   await store.setSetting(GENERATED_TOKEN_KEY, token);
   return token;
+}
+
+/** A RingCentral client when credentials are configured. */
+export function ringCentralClient(
+  config: Config,
+  metrics?: Registry,
+  fetchFn?: typeof fetch,
+): RingCentralClient | undefined {
+  const { server, clientId, clientSecret, jwt } = config.ringcentral;
+  if (!clientId || !clientSecret || !jwt) return undefined;
+  return new RingCentralClient({ server, clientId, clientSecret, jwt, metrics, fetch: fetchFn });
+}
+
+/** Gauges read from the store at scrape time: journal size, consumer lag, calls. */
+function registerGauges(
+  metrics: Registry,
+  store: Store,
+  consumers: Record<string, () => number>,
+): void {
+  const stats = () => store.stats();
+  metrics.collect("ringhook_journal_events", "Events in the journal", async () => [{
+    value: (await stats()).events,
+  }]);
+  metrics.collect("ringhook_journal_last_seq", "Newest journal sequence number", async () => [{
+    value: (await stats()).lastSeq,
+  }]);
+  metrics.collect(
+    "ringhook_consumer_lag_events",
+    "Journal events a consumer has not processed yet",
+    async () => {
+      const last = (await stats()).lastSeq;
+      return Object.entries(consumers).map(([name, pos]) => ({
+        labels: { consumer: name },
+        value: Math.max(0, last - pos()),
+      }));
+    },
+  );
+  metrics.collect("ringhook_calls_active", "Calls in progress", async () => [{
+    value: (await stats()).activeCalls,
+  }]);
 }

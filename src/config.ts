@@ -55,6 +55,8 @@ export interface RingCentralConfig {
   /** Renewal reminder threshold and interval in seconds (0 = no reminder filter). */
   reminderThreshold: number;
   reminderInterval: number;
+  /** How often the keeper checks the subscription's status, in seconds. */
+  checkSeconds: number;
 }
 
 /** Reads a file as text; throws when it cannot. */
@@ -200,7 +202,20 @@ export function loadConfig(
     expiresIn: int("RINGHOOK_RC_EXPIRES_IN", 315_360_000, 60, 630_720_000),
     reminderThreshold: int("RINGHOOK_RC_REMINDER_THRESHOLD", 86_400, 0, 31_536_000),
     reminderInterval: int("RINGHOOK_RC_REMINDER_INTERVAL", 3_600, 0, 31_536_000),
+    checkSeconds: int("RINGHOOK_RC_CHECK_SECONDS", 300, 1, 86_400),
   };
+  if (ringcentral.reminderThreshold > 0) {
+    if (ringcentral.reminderThreshold > ringcentral.expiresIn / 2) {
+      errors.push(
+        "RINGHOOK_RC_REMINDER_THRESHOLD: must be at most half of RINGHOOK_RC_EXPIRES_IN (RingCentral's rule)",
+      );
+    }
+    if (ringcentral.reminderInterval > ringcentral.reminderThreshold / 2) {
+      errors.push(
+        "RINGHOOK_RC_REMINDER_INTERVAL: must be at most half of RINGHOOK_RC_REMINDER_THRESHOLD (RingCentral's rule)",
+      );
+    }
+  }
   const rcParts = [ringcentral.clientId, ringcentral.clientSecret, ringcentral.jwt];
   if (rcParts.some((p) => p !== undefined) && rcParts.some((p) => p === undefined)) {
     errors.push(

@@ -4,6 +4,9 @@
  */
 
 type Labels = Record<string, string>;
+type Samples = Array<{ labels?: Labels; value: number }>;
+/** Computes a gauge's samples at scrape time (may read the store). */
+type Collector = () => Samples | Promise<Samples>;
 
 interface Family {
   name: string;
@@ -13,7 +16,7 @@ interface Family {
   series: Map<string, { labels: Labels; value: number; buckets?: number[]; sum?: number }>;
   bounds?: number[];
   /** Gauges computed when scraped. */
-  collect?: () => Array<{ labels?: Labels; value: number }>;
+  collect?: Collector;
 }
 
 /** A counter: only goes up. */
@@ -51,7 +54,7 @@ export class Registry {
   }
 
   /** Registers a gauge whose values are computed at scrape time. */
-  collect(name: string, help: string, fn: () => Array<{ labels?: Labels; value: number }>): void {
+  collect(name: string, help: string, fn: Collector): void {
     const f = this.#family(name, help, "gauge");
     f.collect = fn;
   }
@@ -72,12 +75,13 @@ export class Registry {
   }
 
   /** Renders every family in the Prometheus text format. */
-  render(): string {
+  async render(): Promise<string> {
     const out: string[] = [];
     for (const f of this.#families.values()) {
+      const samples = f.collect ? await safeCollect(f.collect) : [];
       out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
       if (f.collect) {
-        for (const { labels, value } of safeCollect(f.collect)) {
+        for (const { labels, value } of samples) {
           out.push(`${f.name}${fmtLabels(labels ?? {})} ${fmtNum(value)}`);
         }
       }
@@ -124,9 +128,9 @@ export class Registry {
   }
 }
 
-function safeCollect(fn: () => Array<{ labels?: Labels; value: number }>) {
+async function safeCollect(fn: Collector): Promise<Samples> {
   try {
-    return fn();
+    return await fn();
   } catch {
     return [];
   }

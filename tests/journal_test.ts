@@ -65,7 +65,7 @@ Deno.test("group commit: 300 concurrent events take far fewer than 300 transacti
   });
   try {
     await Promise.all(Array.from({ length: 300 }, (_, i) => j.accept(note(`b-${i}`))));
-    const text = metrics.render();
+    const text = await metrics.render();
     const commits = Number(text.match(/ringhook_journal_batch_size_count (\d+)/)![1]);
     assert.ok(commits >= 3 && commits <= 10, `${commits} transactions`);
     assert.match(text, /ringhook_journal_batch_size_bucket\{le="1"\} 0/);

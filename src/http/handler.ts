@@ -58,8 +58,9 @@ export function createHandler(deps: HandlerDeps): Handler {
         });
       } else if (path === "/metrics" && deps.serveMetrics) {
         route = "metrics";
+        const text = req.method === "GET" ? await deps.metrics.render() : "";
         res = onlyGet(req, () =>
-          new Response(deps.metrics.render(), {
+          new Response(text, {
             headers: { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" },
           }));
       } else {

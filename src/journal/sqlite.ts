@@ -150,10 +150,12 @@ export class SqliteEngine {
   /** Commits a processor's results and its cursor together. */
   commit(c: ProcessorCommit): void {
     this.#tx(() => {
-      this.#db.prepare(
-        `INSERT INTO cursors (consumer, seq) VALUES (?, ?)
-         ON CONFLICT (consumer) DO UPDATE SET seq = max(seq, excluded.seq)`,
-      ).run(c.consumer, c.cursor);
+      if (c.consumer !== undefined && c.cursor !== undefined) {
+        this.#db.prepare(
+          `INSERT INTO cursors (consumer, seq) VALUES (?, ?)
+           ON CONFLICT (consumer) DO UPDATE SET seq = max(seq, excluded.seq)`,
+        ).run(c.consumer, c.cursor);
+      }
       if (c.calls?.length) {
         const up = this.#db.prepare(
           `INSERT INTO calls (telephony_session_id, state, result, direction, started_at, ended_at, updated_at, data)

@@ -92,9 +92,9 @@ export interface TopicEntry {
 
 /** What a processor commits atomically after handling a batch of journal entries. */
 export interface ProcessorCommit {
-  consumer: string;
-  /** The cursor moves to this seq. */
-  cursor: number;
+  /** The consumer whose cursor moves to `cursor`; none for writes outside a consumer (sweeps). */
+  consumer?: string;
+  cursor?: number;
   calls?: CallRow[];
   topicEvents?: Array<Omit<TopicEntry, "seq">>;
 }

@@ -1,0 +1,156 @@
+/**
+ * The call tracker as a journal consumer: reads telephony events in journal
+ * order, reduces them into call records, and commits records, call.* topic
+ * events and its cursor in one transaction (so a crash replays, never skips).
+ * A sweep closes calls that went silent as `stale`.
+ */
+import type { Consumer, Journal } from "../journal/journal.ts";
+import type { CallRow, JournalEntry, Store } from "../journal/types.ts";
+import type { Logger } from "../log.ts";
+import type { Registry } from "../metrics.ts";
+import { isTelephony } from "../notification.ts";
+import type { CallEvent } from "./events.ts";
+import { toTopicEvent } from "./events.ts";
+import {
+  type CallState,
+  closeStale,
+  parseCallState,
+  parseTelephonyEvent,
+  reduceCall,
+  type TelephonyEvent,
+  toCallRow,
+} from "./tracker.ts";
+
+/** The consumer name (its cursor) and the topic the call events go to. */
+export const CALLS_CONSUMER = "calls";
+export const CALLS_TOPIC = "calls";
+
+/** Options for the tracker. */
+export interface CallTrackerOptions {
+  staleSeconds: number;
+  metrics: Registry;
+  log: Logger;
+  now?: () => number;
+}
+
+/** A running call tracker. */
+export interface CallTracker {
+  consumer: Consumer;
+  /** Closes silent calls now (the sweep also runs on a timer). */
+  sweep(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** Starts the call tracker on a journal. */
+export function startCallTracker(journal: Journal, opts: CallTrackerOptions): CallTracker {
+  const store = journal.store;
+  const now = opts.now ?? Date.now;
+  const ended = opts.metrics.counter("ringhook_calls_ended_total", "Calls ended, by result");
+  const emittedCount = opts.metrics.counter("ringhook_call_events_total", "call.* events emitted");
+  const skipped = opts.metrics.counter(
+    "ringhook_calls_skipped_events_total",
+    "Telephony notifications the tracker could not read",
+  );
+  // The consumer and the sweep both write call rows: run them one at a time.
+  let chain: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = chain.then(fn, fn);
+    chain = run.catch(() => {});
+    return run;
+  };
+  const count = (emitted: CallEvent[]) => {
+    for (const e of emitted) {
+      emittedCount.inc({ type: e.type });
+      if (e.type === "call.ended") ended.inc({ result: String(e.data.result) });
+    }
+  };
+
+  const consumer = journal.consume(
+    CALLS_CONSUMER,
+    (entries) =>
+      serial(async () => {
+        const events = entries.flatMap((e) => {
+          const ev = telephonyEvent(e);
+          if (ev === null) skipped.inc();
+          return ev ? [ev] : [];
+        });
+        if (events.length === 0) return;
+        const states = await loadStates(store, [
+          ...new Set(events.map((e) => e.telephonySessionId)),
+        ]);
+        const changed = new Map<string, CallState>();
+        const emitted: CallEvent[] = [];
+        for (const ev of events) {
+          const r = reduceCall(states.get(ev.telephonySessionId), ev);
+          if (r.state !== states.get(ev.telephonySessionId)) {
+            states.set(ev.telephonySessionId, r.state);
+            changed.set(ev.telephonySessionId, r.state);
+          }
+          emitted.push(...r.emitted);
+        }
+        const at = now();
+        count(emitted);
+        return {
+          calls: [...changed.values()].map((s) => toCallRow(s, at)),
+          topicEvents: emitted.map((e) => toTopicEvent(e, CALLS_TOPIC, at)),
+        };
+      }),
+    { log: opts.log, batch: 500 },
+  );
+
+  const sweep = () =>
+    serial(async () => {
+      const cutoff = now() - opts.staleSeconds * 1000;
+      const rows = await store.staleCalls(cutoff, 500);
+      const calls: CallRow[] = [];
+      const emitted: CallEvent[] = [];
+      for (const row of rows) {
+        const state = parseCallState(row.data);
+        if (!state) continue;
+        const r = closeStale(state, now());
+        calls.push(toCallRow(r.state, now()));
+        emitted.push(...r.emitted);
+      }
+      if (calls.length === 0) return 0;
+      count(emitted);
+      await store.commit({
+        calls,
+        topicEvents: emitted.map((e) => toTopicEvent(e, CALLS_TOPIC, now())),
+      });
+      opts.log.info("Closed {count} silent call(s) as stale", { count: calls.length });
+      return calls.length;
+    });
+  const interval = Math.max(1000, Math.min(60_000, (opts.staleSeconds * 1000) / 4));
+  const timer = setInterval(() => void sweep().catch(() => {}), interval);
+
+  return {
+    consumer,
+    sweep,
+    async stop() {
+      clearInterval(timer);
+      await consumer.stop();
+      await chain;
+    },
+  };
+}
+
+/** The telephony event in a journal entry; undefined for other events, null when unreadable. */
+function telephonyEvent(e: JournalEntry): TelephonyEvent | undefined | null {
+  let envelope;
+  try {
+    envelope = JSON.parse(new TextDecoder().decode(e.raw));
+  } catch {
+    return null;
+  }
+  if (!isTelephony({ event: e.event, body: envelope.body ?? {} })) return undefined;
+  return parseTelephonyEvent({ ...envelope, uuid: e.uuid, event: e.event }) ?? null;
+}
+
+async function loadStates(store: Store, ids: string[]): Promise<Map<string, CallState>> {
+  const out = new Map<string, CallState>();
+  for (const row of await store.getCalls(ids)) {
+    const s = parseCallState(row.data);
+    if (s) out.set(row.telephonySessionId, s);
+  }
+  return out;
+}

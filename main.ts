@@ -5,6 +5,8 @@
 import { serveCommand } from "./src/serve.ts";
 import { simulateCommand } from "./src/cli/simulate.ts";
 import { tokenCommand } from "./src/cli/token.ts";
+import { callsCommand, eventsCommand } from "./src/cli/read.ts";
+import { doctorCommand } from "./src/cli/doctor.ts";
 import * as rt from "./src/runtime.ts";
 
 const HELP = `ringhook: a RingCentral webhook gateway
@@ -14,15 +16,35 @@ Usage: ringhook [command] [options]
 Commands:
   serve        run the server (default)
   simulate     send RingCentral-shaped requests to a ringhook and check the answers
+  events       list received notifications
+  calls        list call records (--active for calls in progress)
+  doctor       check configuration, data directory, database, public URL, RingCentral
   token        print the verification token the server accepts
 
 Run 'ringhook <command> --help' for a command's options.
 Exit codes: 0 ok, 1 failure, 2 bad configuration or usage.`;
 
+const SERVE_HELP = `Usage: ringhook serve
+
+Runs the webhook server: POST /webhook, /healthz, /readyz, /metrics, and the admin API
+under /api/v1/ (when RINGHOOK_ADMIN_TOKEN is set). Configured by environment variables
+(RINGHOOK_PORT, RINGHOOK_VERIFICATION_TOKEN, RINGHOOK_DATA_DIR, ...: see the README).
+SIGTERM/SIGINT drain in-flight requests and exit 0; SIGHUP reloads secrets.
+Exit codes: 0 clean shutdown, 1 cannot start, 2 bad configuration.`;
+
 const COMMANDS: Record<string, (argv: string[]) => Promise<number | void>> = {
-  serve: () => serveCommand(),
+  serve: (argv) => {
+    if (argv.includes("--help") || argv.includes("-h")) {
+      rt.print(SERVE_HELP);
+      return Promise.resolve(0);
+    }
+    return serveCommand();
+  },
   simulate: simulateCommand,
   token: tokenCommand,
+  events: eventsCommand,
+  calls: callsCommand,
+  doctor: doctorCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

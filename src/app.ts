@@ -15,6 +15,11 @@ import { RingCentralClient } from "./ringcentral/client.ts";
 import { Keeper } from "./ringcentral/keeper.ts";
 import { isRenewalReminder } from "./notification.ts";
 import type { Consumer } from "./journal/journal.ts";
+import { createAdmin } from "./admin/api.ts";
+import { createAdminHandler } from "./http/handler.ts";
+
+/** ringhook's version, reported by the admin API and --version. */
+export const VERSION = "0.1.0";
 
 /** The setting under which a generated verification token is kept. */
 export const GENERATED_TOKEN_KEY = "edge.generated_verification_token";
@@ -22,6 +27,8 @@ export const GENERATED_TOKEN_KEY = "edge.generated_verification_token";
 /** A running ringhook instance (without its sockets). */
 export interface App {
   handler: Handler;
+  /** The admin port's handler (admin API, /metrics, health), when RINGHOOK_ADMIN_PORT is set. */
+  adminHandler?: Handler;
   journal: Journal;
   calls: CallTracker;
   /** The subscription keeper, when RingCentral credentials and a public URL are configured. */
@@ -68,17 +75,6 @@ export async function createApp(
 
   let auth = await resolveAuth(config, store);
   let draining = false;
-  const handler = createHandler({
-    auth: () => auth,
-    accept: journal.accept,
-    maxBodyBytes: config.maxBodyBytes,
-    metrics,
-    log,
-    accessLog: logger("http"),
-    readiness: () => draining ? { ready: false, reason: "shutting down" } : journal.readiness(),
-    serveMetrics: config.adminPort === undefined,
-    now: opts.now,
-  });
   journal.start();
   const calls = startCallTracker(journal, {
     staleSeconds: config.callStaleSeconds,
@@ -119,9 +115,37 @@ export async function createApp(
     consumers["rc-reminders"] = () => r.position();
   }
   registerGauges(metrics, store, consumers);
+  let adminTokens = config.adminTokens;
+  const admin = createAdmin({
+    tokens: () => adminTokens,
+    store,
+    readiness: () => journal.readiness(),
+    consumers: () => Object.fromEntries(Object.entries(consumers).map(([k, f]) => [k, f()])),
+    keeper,
+    version: VERSION,
+  });
+  const readiness = () =>
+    draining ? { ready: false, reason: "shutting down" } : journal.readiness();
+  const separateAdmin = config.adminPort !== undefined;
+  const handler = createHandler({
+    auth: () => auth,
+    accept: journal.accept,
+    maxBodyBytes: config.maxBodyBytes,
+    metrics,
+    log,
+    accessLog: logger("http"),
+    readiness,
+    serveMetrics: !separateAdmin,
+    admin: separateAdmin ? undefined : admin,
+    now: opts.now,
+  });
+  const adminHandler = separateAdmin
+    ? createAdminHandler({ admin, metrics, readiness, accessLog: logger("admin"), log })
+    : undefined;
 
   return {
     handler,
+    adminHandler,
     journal,
     calls,
     keeper,
@@ -132,6 +156,7 @@ export async function createApp(
     beginDrain: () => void (draining = true),
     async reloadSecrets(next) {
       auth = await resolveAuth(next, store);
+      adminTokens = next.adminTokens;
       log.info("Secrets reloaded: {tokens} verification token(s), {hmac} HMAC secret(s)", {
         tokens: auth.tokens.length,
         hmac: next.hmacSecrets.length,

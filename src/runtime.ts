@@ -113,6 +113,16 @@ export function args(): string[] {
   return Deno.args;
 }
 
+/** Writes a text file. */
+export function writeText(path: string, text: string): void {
+  Deno.writeTextFileSync(path, text);
+}
+
+/** Removes a file. */
+export function remove(path: string): void {
+  Deno.removeSync(path);
+}
+
 /** True when a path exists. */
 export function exists(path: string): boolean {
   try {

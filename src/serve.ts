@@ -55,6 +55,15 @@ export async function serveCommand(): Promise<void> {
     }
   };
   const served = await rt.serve(handler, { port: config.port, hostname: config.hostname });
+  const adminServed = app.adminHandler
+    ? await rt.serve(app.adminHandler, { port: config.adminPort!, hostname: config.hostname })
+    : undefined;
+  if (adminServed) {
+    log.info("Admin API and /metrics on http://{hostname}:{adminPort}", {
+      hostname: adminServed.hostname,
+      adminPort: adminServed.port,
+    });
+  }
   log.info("Listening on http://{hostname}:{port}/webhook", {
     hostname: served.hostname,
     port: served.port,
@@ -82,6 +91,7 @@ export async function serveCommand(): Promise<void> {
         ]);
       }
       await served.shutdown();
+      await adminServed?.shutdown();
       await app.close();
       await store.close();
       log.info("Stopped cleanly");

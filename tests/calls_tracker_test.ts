@@ -1192,3 +1192,21 @@ Deno.test("property: generated call flows, interleaved, shuffled and duplicated"
     }
   }
 });
+
+Deno.test("docs/call-events.md: every example is what the tracker emits for the fixtures", async () => {
+  const doc = await Deno.readTextFile(new URL("../docs/call-events.md", import.meta.url));
+  const emitted = new Map<string, CallEvent>();
+  for (const files of Object.values(FAMILIES)) {
+    for (const e of run(await loadEvents(files)).events) emitted.set(e.id, e);
+  }
+  const blocks = [...doc.matchAll(/```json\n([\s\S]*?)\n```/g)].map((m) => JSON.parse(m[1]));
+  const examples = blocks.filter((b) => !("…" in b.data));
+  assert.deepEqual(
+    examples.map((e) => e.type).sort(),
+    ["call.answered", "call.ended", "call.ended", "call.missed", "call.ringing", "call.voicemail"],
+  );
+  for (const ex of examples) {
+    assert.deepEqual(ex, emitted.get(ex.id), ex.id);
+    assertValidEvents([ex as CallEvent]);
+  }
+});

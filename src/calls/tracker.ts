@@ -210,7 +210,7 @@ export interface PartyState {
   history: PartySnapshot[];
 }
 
-/** A milestone of the call. */
+/** A milestone of the call, from the counted legs (ringing: a leg's first Proceeding; for an outbound call that is the far end ringing back). */
 export interface TimelineEntry {
   type:
     | "started"

@@ -273,9 +273,18 @@ async function sendCall(o: SimulateOptions, outcome: "answered" | "missed" | "vo
     const headers: Record<string, string> = { "Content-Type": "application/json" };
     if (o.token) headers["Verification-Token"] = o.token;
     if (o.hmacSecret) headers[o.hmacHeader] = "sha256=" + await hmacHex(o.hmacSecret, body);
-    const res = await fetch(url, { method: "POST", headers, body });
-    await res.body?.cancel();
-    statuses.push(res.status);
+    try {
+      const res = await fetch(url, { method: "POST", headers, body });
+      await res.body?.cancel();
+      statuses.push(res.status);
+    } catch (e) {
+      return [{
+        name: `call-${outcome}`,
+        ok: false,
+        expected: "200 for each event",
+        got: `cannot reach ${url}: ${(e as Error).message.split("\n")[0]}`,
+      }];
+    }
   }
   const tsid = (flow[0].body as { telephonySessionId: string }).telephonySessionId;
   return [{

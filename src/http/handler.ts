@@ -3,6 +3,7 @@
  * and turns any unexpected error into a JSON 500 instead of a crash.
  */
 import type { Logger } from "../log.ts";
+import type { Registry } from "../metrics.ts";
 import { json } from "./respond.ts";
 import { createWebhook, type WebhookDeps, type WebhookInfo } from "./webhook.ts";
 
@@ -45,28 +46,11 @@ export function createHandler(deps: HandlerDeps): Handler {
       if (path === "/webhook") {
         route = "webhook";
         res = await webhook(req, url, info);
-      } else if (path === "/healthz") {
-        route = "healthz";
-        res = onlyGet(req, () => json(200, { status: "alive" }));
-      } else if (path === "/readyz") {
-        route = "readyz";
-        res = onlyGet(req, () => {
-          const r = deps.readiness();
-          return r.ready
-            ? json(200, { status: "ready" })
-            : json(503, { status: "not_ready", reason: r.reason });
-        });
-      } else if (path === "/metrics" && deps.serveMetrics) {
-        route = "metrics";
-        const text = req.method === "GET" ? await deps.metrics.render() : "";
-        res = onlyGet(req, () =>
-          new Response(text, {
-            headers: { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" },
-          }));
       } else {
-        const admin = deps.admin ? await deps.admin(req, url) : undefined;
-        if (admin) route = "admin";
-        res = admin ?? json(404, { error: "not_found", message: `no route for ${path}` });
+        const shared = await common(req, path, deps, deps.serveMetrics);
+        const admin = shared || !deps.admin ? undefined : await deps.admin(req, url);
+        route = shared ? path.slice(1) : admin ? "admin" : "other";
+        res = shared ?? admin ?? json(404, { error: "not_found", message: `no route for ${path}` });
       }
     } catch (e) {
       deps.log.error("Unhandled error in handler: {error}", { error: e });
@@ -88,6 +72,34 @@ export function createHandler(deps: HandlerDeps): Handler {
   };
 }
 
+/** /healthz, /readyz and (when served here) /metrics; undefined for other paths. */
+async function common(
+  req: Request,
+  path: string,
+  deps: { metrics: Registry; readiness: () => { ready: boolean; reason?: string } },
+  metrics: boolean,
+): Promise<Response | undefined> {
+  if (path === "/healthz") return onlyGet(req, () => json(200, { status: "alive" }));
+  if (path === "/readyz") {
+    const r = deps.readiness();
+    return onlyGet(
+      req,
+      () =>
+        r.ready
+          ? json(200, { status: "ready" })
+          : json(503, { status: "not_ready", reason: r.reason }),
+    );
+  }
+  if (path === "/metrics" && metrics) {
+    const text = req.method === "GET" ? await deps.metrics.render() : "";
+    return onlyGet(req, () =>
+      new Response(text, {
+        headers: { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" },
+      }));
+  }
+  return undefined;
+}
+
 function onlyGet(req: Request, fn: () => Response): Response {
   if (req.method === "GET") return fn();
   if (req.method === "HEAD") {
@@ -106,4 +118,36 @@ function safePath(u: string): string {
   } catch {
     return "(invalid)";
   }
+}
+
+/** What the separate admin port serves. */
+export interface AdminHandlerDeps {
+  admin: SubHandler;
+  metrics: Registry;
+  readiness: () => { ready: boolean; reason?: string };
+  accessLog: Logger;
+  log: Logger;
+}
+
+/** The admin port's handler: the admin API, /metrics and health; never /webhook. */
+export function createAdminHandler(deps: AdminHandlerDeps): Handler {
+  return async (req) => {
+    let res: Response;
+    try {
+      const url = new URL(req.url);
+      const path = url.pathname.replace(/\/+$/, "") || "/";
+      const shared = await common(req, path, deps, true);
+      if (shared) {
+        res = shared;
+      } else {
+        res = (await deps.admin(req, url)) ??
+          json(404, { error: "not_found", message: `no route for ${path}` });
+      }
+    } catch (e) {
+      deps.log.error("Unhandled error in admin handler: {error}", { error: e });
+      res = json(500, { error: "internal", message: "unexpected error; see the server log" });
+    }
+    deps.accessLog.info("request", { method: req.method, status: res.status });
+    return res;
+  };
 }

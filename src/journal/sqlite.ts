@@ -131,11 +131,9 @@ export class SqliteEngine {
     return (this.#db.prepare(sql).all(...args, q.limit) as Row[]).map(toEntry);
   }
 
-  /** The newest seq ever assigned (0 when none). */
+  /** The newest stored seq (0 when empty). Ignored duplicates may leave gaps below it. */
   lastSeq(): number {
-    const r = this.#db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get() as
-      | Row
-      | undefined;
+    const r = this.#db.prepare("SELECT max(seq) AS seq FROM events").get() as Row | undefined;
     return Number(r?.seq ?? 0);
   }
 
@@ -217,9 +215,11 @@ export class SqliteEngine {
     if (q.since !== undefined) {
       (where.push("coalesce(started_at, updated_at) >= ?"), args.push(q.since));
     }
-    if (q.before !== undefined) {
-      where.push("coalesce(started_at, updated_at) < ?");
-      args.push(q.before);
+    if (q.after !== undefined) {
+      where.push(
+        "(coalesce(started_at, updated_at) < ? OR (coalesce(started_at, updated_at) = ? AND telephony_session_id > ?))",
+      );
+      args.push(q.after.at, q.after.at, q.after.id);
     }
     const sql = `SELECT * FROM calls ${where.length ? "WHERE " + where.join(" AND ") : ""}
       ORDER BY coalesce(started_at, updated_at) DESC, telephony_session_id LIMIT ?`;

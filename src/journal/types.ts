@@ -76,8 +76,8 @@ export interface CallQuery {
   active?: boolean;
   since?: number;
   limit: number;
-  /** Return calls started before this (ms), for paging newest first. */
-  before?: number;
+  /** Paging, newest first: return calls after this one in that order. */
+  after?: { at: number; id: string };
 }
 
 /** One event on an internal topic (call.ringing, call.ended, ...). */

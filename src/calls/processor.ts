@@ -47,6 +47,13 @@ export function startCallTracker(journal: Journal, opts: CallTrackerOptions): Ca
   const now = opts.now ?? Date.now;
   const ended = opts.metrics.counter("ringhook_calls_ended_total", "Calls ended, by result");
   const emittedCount = opts.metrics.counter("ringhook_call_events_total", "call.* events emitted");
+  const lag = opts.metrics.histogram(
+    "ringhook_call_event_lag_seconds",
+    "From receiving the notification to its call.* event committed, by type",
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+  );
+  // Emitted in the batch being committed: observed once the commit lands.
+  let pendingLag: Array<{ type: string; receivedAt: number }> = [];
   const skipped = opts.metrics.counter(
     "ringhook_calls_skipped_events_total",
     "Telephony notifications the tracker could not read",
@@ -69,9 +76,12 @@ export function startCallTracker(journal: Journal, opts: CallTrackerOptions): Ca
     CALLS_CONSUMER,
     (entries) =>
       serial(async () => {
+        pendingLag = []; // a failed attempt's observations are dropped with it
+        const receivedAt = new Map<string, number>();
         const events = entries.flatMap((e) => {
           const ev = telephonyEvent(e);
           if (ev === null) skipped.inc();
+          if (ev) receivedAt.set(ev.uuid, e.receivedAt);
           return ev ? [ev] : [];
         });
         if (events.length === 0) return;
@@ -87,6 +97,9 @@ export function startCallTracker(journal: Journal, opts: CallTrackerOptions): Ca
             changed.set(ev.telephonySessionId, r.state);
           }
           emitted.push(...r.emitted);
+          for (const e of r.emitted) {
+            pendingLag.push({ type: e.type, receivedAt: receivedAt.get(ev.uuid) ?? now() });
+          }
         }
         const at = now();
         count(emitted);
@@ -95,7 +108,15 @@ export function startCallTracker(journal: Journal, opts: CallTrackerOptions): Ca
           topicEvents: emitted.map((e) => toTopicEvent(e, CALLS_TOPIC, at)),
         };
       }),
-    { log: opts.log, batch: 500 },
+    {
+      log: opts.log,
+      batch: 500,
+      committed: () => {
+        const t = now();
+        for (const p of pendingLag) lag.observe((t - p.receivedAt) / 1000, { type: p.type });
+        pendingLag = [];
+      },
+    },
   );
 
   const sweep = () =>

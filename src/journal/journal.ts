@@ -138,7 +138,7 @@ export class Journal {
   consume(
     name: string,
     handle: (entries: JournalEntry[]) => Promise<ConsumerResult>,
-    opts: { batch?: number; log?: Logger } = {},
+    opts: { batch?: number; log?: Logger; committed?: () => void } = {},
   ): Consumer {
     const batch = opts.batch ?? 500;
     let stopping = false;
@@ -182,6 +182,7 @@ export class Journal {
           await this.store.commit({ consumer: name, cursor, ...(result ?? {}) });
           position = cursor;
           failures = 0;
+          opts.committed?.();
           settle();
         } catch (e) {
           failures++;

@@ -11,6 +11,7 @@ import type { Registry } from "../metrics.ts";
 import { isTelephony } from "../notification.ts";
 import type { CallEvent } from "./events.ts";
 import { toTopicEvent } from "./events.ts";
+import { traced } from "../trace.ts";
 import {
   type CallState,
   closeStale,
@@ -75,39 +76,41 @@ export function startCallTracker(journal: Journal, opts: CallTrackerOptions): Ca
   const consumer = journal.consume(
     CALLS_CONSUMER,
     (entries) =>
-      serial(async () => {
-        pendingLag = []; // a failed attempt's observations are dropped with it
-        const receivedAt = new Map<string, number>();
-        const events = entries.flatMap((e) => {
-          const ev = telephonyEvent(e);
-          if (ev === null) skipped.inc();
-          if (ev) receivedAt.set(ev.uuid, e.receivedAt);
-          return ev ? [ev] : [];
-        });
-        if (events.length === 0) return;
-        const states = await loadStates(store, [
-          ...new Set(events.map((e) => e.telephonySessionId)),
-        ]);
-        const changed = new Map<string, CallState>();
-        const emitted: CallEvent[] = [];
-        for (const ev of events) {
-          const r = reduceCall(states.get(ev.telephonySessionId), ev);
-          if (r.state !== states.get(ev.telephonySessionId)) {
-            states.set(ev.telephonySessionId, r.state);
-            changed.set(ev.telephonySessionId, r.state);
+      serial(() =>
+        traced("ringhook.calls.track", { "ringhook.entries": entries.length }, async () => {
+          pendingLag = []; // a failed attempt's observations are dropped with it
+          const receivedAt = new Map<string, number>();
+          const events = entries.flatMap((e) => {
+            const ev = telephonyEvent(e);
+            if (ev === null) skipped.inc();
+            if (ev) receivedAt.set(ev.uuid, e.receivedAt);
+            return ev ? [ev] : [];
+          });
+          if (events.length === 0) return;
+          const states = await loadStates(store, [
+            ...new Set(events.map((e) => e.telephonySessionId)),
+          ]);
+          const changed = new Map<string, CallState>();
+          const emitted: CallEvent[] = [];
+          for (const ev of events) {
+            const r = reduceCall(states.get(ev.telephonySessionId), ev);
+            if (r.state !== states.get(ev.telephonySessionId)) {
+              states.set(ev.telephonySessionId, r.state);
+              changed.set(ev.telephonySessionId, r.state);
+            }
+            emitted.push(...r.emitted);
+            for (const e of r.emitted) {
+              pendingLag.push({ type: e.type, receivedAt: receivedAt.get(ev.uuid) ?? now() });
+            }
           }
-          emitted.push(...r.emitted);
-          for (const e of r.emitted) {
-            pendingLag.push({ type: e.type, receivedAt: receivedAt.get(ev.uuid) ?? now() });
-          }
-        }
-        const at = now();
-        count(emitted);
-        return {
-          calls: [...changed.values()].map((s) => toCallRow(s, at)),
-          topicEvents: emitted.map((e) => toTopicEvent(e, CALLS_TOPIC, at)),
-        };
-      }),
+          const at = now();
+          count(emitted);
+          return {
+            calls: [...changed.values()].map((s) => toCallRow(s, at)),
+            topicEvents: emitted.map((e) => toTopicEvent(e, CALLS_TOPIC, at)),
+          };
+        })
+      ),
     {
       log: opts.log,
       batch: 500,

@@ -9,6 +9,7 @@ import { type Notification, parseNotification } from "../notification.ts";
 import { type Accept, JournalUnavailable } from "../journal/types.ts";
 import { type HmacVerifier, matchesAnyToken } from "../verify.ts";
 import { json } from "./respond.ts";
+import { traced } from "../trace.ts";
 
 /** The secrets the edge checks; swapped as a whole when secrets are reloaded. */
 export interface EdgeAuth {
@@ -208,7 +209,15 @@ export function createWebhook(
 
     let outcome;
     try {
-      outcome = await deps.accept(n);
+      outcome = await traced(
+        "ringhook.accept",
+        { "ringhook.uuid": n.uuid, "ringhook.event": n.event },
+        async (span) => {
+          const r = await deps.accept(n);
+          span.setAttribute("ringhook.outcome", r.status);
+          return r;
+        },
+      );
     } catch (e) {
       const cause = e instanceof JournalUnavailable ? e.message : String(e);
       received.inc({ outcome: "unavailable" });

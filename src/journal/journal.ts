@@ -14,6 +14,7 @@ import {
   type Store,
   toRow,
 } from "./types.ts";
+import { traced } from "../trace.ts";
 
 /** Group commit and housekeeping settings. */
 export interface JournalOptions {
@@ -248,7 +249,12 @@ export class Journal {
     if (this.#inflight || this.#pending.length === 0) return;
     const batch = this.#pending.splice(0, this.#opts.batchMax);
     const started = performance.now();
-    this.#inflight = this.store.append(batch.map((p) => toRow(p.n))).then(
+    const rows = batch.map((p) => toRow(p.n));
+    this.#inflight = traced(
+      "ringhook.journal.write",
+      { "ringhook.batch.size": rows.length },
+      () => this.store.append(rows),
+    ).then(
       (seqs) => {
         this.#m.commit.observe((performance.now() - started) / 1000);
         this.#m.batch.observe(batch.length);

@@ -7,6 +7,7 @@ import { simulateCommand } from "./src/cli/simulate.ts";
 import { tokenCommand } from "./src/cli/token.ts";
 import { callsCommand, eventsCommand } from "./src/cli/read.ts";
 import { doctorCommand } from "./src/cli/doctor.ts";
+import { healthcheckCommand } from "./src/cli/healthcheck.ts";
 import * as rt from "./src/runtime.ts";
 
 const HELP = `ringhook: a RingCentral webhook gateway
@@ -20,6 +21,7 @@ Commands:
   calls        list call records (--active for calls in progress)
   doctor       check configuration, data directory, database, public URL, RingCentral
   token        print the verification token the server accepts
+  healthcheck  exit 0 when this ringhook's /readyz answers 200 (systemd, Docker)
 
 Run 'ringhook <command> --help' for a command's options.
 Exit codes: 0 ok, 1 failure, 2 bad configuration or usage.`;
@@ -45,6 +47,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number | void>> = {
   events: eventsCommand,
   calls: callsCommand,
   doctor: doctorCommand,
+  healthcheck: healthcheckCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -181,3 +181,58 @@ Deno.test("locked database: 503-worthy failure, not-ready, then recovers by itse
     assert.deepEqual(uuids, ["before", "after"], "the refused event was not stored");
   });
 });
+
+Deno.test("two instances on one database: one runs a consumer at a time; commits are fenced", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ringhook-journal-" });
+  const path = `${dir}/ringhook.db`;
+  const mk = async (id: string) => {
+    const store = await openSqliteStore(path, "full", 2000);
+    return new Journal(store, {
+      batchMax: 64,
+      batchDelayMs: 1,
+      retentionDays: 0,
+      metrics: new Registry(),
+      log: logger("test"),
+      instanceId: id,
+    });
+  };
+  const a = await mk("instance-a");
+  const b = await mk("instance-b");
+  const seenA: string[] = [];
+  const seenB: string[] = [];
+  try {
+    const ca = a.consume("shared", (e) => (seenA.push(...e.map((x) => x.uuid)), Promise.resolve()));
+    await a.accept(note("t-1"));
+    await ca.reached(await a.store.lastSeq());
+    const cb = b.consume("shared", (e) => (seenB.push(...e.map((x) => x.uuid)), Promise.resolve()));
+    await b.accept(note("t-2"));
+    await a.accept(note("t-3"));
+    await new Promise((r) => setTimeout(r, 300));
+    await ca.reached(await a.store.lastSeq());
+    assert.deepEqual(seenA, ["t-1", "t-2", "t-3"]);
+    assert.deepEqual(seenB, [], "the second instance waits for the lease");
+    // The first instance stops: the second takes over from the stored cursor.
+    await ca.stop();
+    await b.accept(note("t-4"));
+    await cb.reached(await b.store.lastSeq());
+    assert.deepEqual(seenB, ["t-4"]);
+    await cb.stop();
+    // A commit under a lease someone else holds is refused.
+    assert.equal(await a.store.lease("consumer:fenced", "instance-b", 10_000), true);
+    await assert.rejects(
+      a.store.commit({
+        consumer: "fenced",
+        cursor: 4,
+        lease: { name: "consumer:fenced", holder: "instance-a" },
+      }),
+      /held by another instance/,
+    );
+    assert.equal(await a.store.getCursor("fenced"), 0);
+  } finally {
+    await a.close();
+    await b.close();
+    await a.store.close();
+    await b.store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -24,7 +24,15 @@ export interface JournalOptions {
   metrics: Registry;
   log: Logger;
   now?: () => number;
+  /** This instance's name in consumer leases (several instances may share one database). */
+  instanceId?: string;
 }
+
+/**
+ * How long a consumer's lease lasts without renewal: after a crash (no release), another
+ * or the restarted instance takes the consumer over within this time.
+ */
+const CONSUMER_LEASE_MS = 10_000;
 
 interface Pending {
   n: Notification;
@@ -48,6 +56,7 @@ export interface Consumer {
 /** The durable journal behind the edge's accept() seam. */
 export class Journal {
   readonly store: Store;
+  readonly instanceId: string;
   #opts: JournalOptions;
   #now: () => number;
   #pending: Pending[] = [];
@@ -68,6 +77,7 @@ export class Journal {
   /** Wraps a store; call start() to begin housekeeping. */
   constructor(store: Store, opts: JournalOptions) {
     this.store = store;
+    this.instanceId = opts.instanceId ?? crypto.randomUUID();
     this.#opts = opts;
     this.#now = opts.now ?? Date.now;
     const m = opts.metrics;
@@ -135,6 +145,8 @@ export class Journal {
    * Runs a consumer: reads entries after its cursor in order, hands them to `handle`,
    * and commits the cursor with what `handle` returns (at-least-once; handlers are
    * idempotent). Sleeps until woken by new events; never polls in a tight loop.
+   * Where several instances share the database, a lease lets one of them run each
+   * consumer at a time, and every commit is fenced by that lease.
    */
   consume(
     name: string,
@@ -166,12 +178,26 @@ export class Journal {
         }
         wake = done;
       });
+    const lease = { name: `consumer:${name}`, holder: this.instanceId };
+    let leaseRenewedAt = -Infinity;
     const loop = (async () => {
       let failures = 0;
-      position = await this.#retry(() => this.store.getCursor(name), () => stopping);
-      settle();
       while (!stopping) {
         try {
+          if (this.#now() - leaseRenewedAt > CONSUMER_LEASE_MS / 3) {
+            const held = await this.store.lease(lease.name, lease.holder, CONSUMER_LEASE_MS);
+            if (!held) {
+              leaseRenewedAt = -Infinity;
+              await sleep(1000);
+              continue;
+            }
+            if (leaseRenewedAt === -Infinity) {
+              // Newly leader: another instance may have moved the cursor meanwhile.
+              position = await this.store.getCursor(name);
+              settle();
+            }
+            leaseRenewedAt = this.#now();
+          }
           dirty = false;
           const entries = await this.store.readAfter(position, batch);
           if (entries.length === 0) {
@@ -180,13 +206,14 @@ export class Journal {
           }
           const result = await handle(entries);
           const cursor = entries[entries.length - 1].seq;
-          await this.store.commit({ consumer: name, cursor, ...(result ?? {}) });
+          await this.store.commit({ consumer: name, cursor, lease, ...(result ?? {}) });
           position = cursor;
           failures = 0;
           opts.committed?.();
           settle();
         } catch (e) {
           failures++;
+          leaseRenewedAt = -Infinity; // re-check the lease and re-read the cursor
           opts.log?.error("Consumer {name} failed; retrying: {error}", { name, error: e });
           await sleep(Math.min(30_000, 100 * 2 ** Math.min(failures, 9)));
         }
@@ -198,6 +225,7 @@ export class Journal {
         unsubscribe();
         wake?.();
         await loop;
+        await this.store.releaseLease(lease.name, lease.holder).catch(() => {});
       },
       position: () => position,
       reached: (seq) =>

@@ -5,14 +5,15 @@
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { Durability } from "../config.ts";
-import type {
-  AppendRow,
-  CallQuery,
-  CallRow,
-  EventQuery,
-  JournalEntry,
-  ProcessorCommit,
-  TopicEntry,
+import {
+  type AppendRow,
+  type CallQuery,
+  type CallRow,
+  type EventQuery,
+  type JournalEntry,
+  LeaseLost,
+  type ProcessorCommit,
+  type TopicEntry,
 } from "./types.ts";
 
 const SCHEMA = `
@@ -148,6 +149,14 @@ export class SqliteEngine {
   /** Commits a processor's results and its cursor together. */
   commit(c: ProcessorCommit): void {
     this.#tx(() => {
+      if (c.lease) {
+        const r = this.#db.prepare("SELECT holder, expires_at FROM leases WHERE name = ?").get(
+          c.lease.name,
+        ) as Row | undefined;
+        if (!r || r.holder !== c.lease.holder || Number(r.expires_at) < Date.now()) {
+          throw new LeaseLost(c.lease.name);
+        }
+      }
       if (c.consumer !== undefined && c.cursor !== undefined) {
         this.#db.prepare(
           `INSERT INTO cursors (consumer, seq) VALUES (?, ?)

@@ -11,6 +11,15 @@ export type AcceptResult = { status: "stored"; seq: number } | { status: "duplic
 /** The seam between the edge and the journal: durable before it resolves. */
 export type Accept = (n: Notification) => Promise<AcceptResult>;
 
+/** Thrown by commit() when the fencing lease is no longer held. */
+export class LeaseLost extends Error {
+  /** Names the lease that was lost. */
+  constructor(lease: string) {
+    super(`lease ${lease} is held by another instance`);
+    this.name = "LeaseLost";
+  }
+}
+
 /** Thrown when the journal cannot store events right now (disk full, read-only, locked, corrupt). */
 export class JournalUnavailable extends Error {
   /** Wraps the engine's error with a one-line cause. */
@@ -95,6 +104,8 @@ export interface ProcessorCommit {
   /** The consumer whose cursor moves to `cursor`; none for writes outside a consumer (sweeps). */
   consumer?: string;
   cursor?: number;
+  /** Commit only while this lease is held (fencing against a second instance). */
+  lease?: { name: string; holder: string };
   calls?: CallRow[];
   topicEvents?: Array<Omit<TopicEntry, "seq">>;
 }

@@ -49,8 +49,9 @@ async function call(url: string, id: string) {
   return { status: res.status, body: await res.json() };
 }
 
+/** Waits until the call tracker has processed everything (after a crash its lease must expire first). */
 async function settled(url: string) {
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 600; i++) {
     const s = await fetch(`${url}/api/v1/status`, {
       headers: { Authorization: `Bearer ${ADMIN}` },
     }).then((r) => r.json());

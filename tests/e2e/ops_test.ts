@@ -43,18 +43,31 @@ async function connection(port: number) {
 Deno.test("SIGHUP reloads rotated secrets from files without dropping a connection", async () => {
   const dir = await Deno.makeTempDir();
   const tokenFile = `${dir}/token`;
+  const adminFile = `${dir}/admin`;
   await Deno.writeTextFile(tokenFile, "old-token-aaaa\n");
-  const s = await startServer({ RINGHOOK_VERIFICATION_TOKEN_FILE: tokenFile });
+  await Deno.writeTextFile(adminFile, "admin-one-1111\n");
+  const s = await startServer({
+    RINGHOOK_VERIFICATION_TOKEN_FILE: tokenFile,
+    RINGHOOK_ADMIN_TOKEN_FILE: adminFile,
+  });
+  const admin = (token: string) =>
+    fetch(`${s.url}/api/v1/status`, { headers: { Authorization: `Bearer ${token}` } }).then(
+      async (r) => (await r.body?.cancel(), r.status),
+    );
   const c = await connection(s.port);
   try {
     const body = (uuid: string) => JSON.stringify({ ...event, uuid });
     assert.equal(await c.post(body("hup-1"), "old-token-aaaa"), 200);
-    // Rotation, step 1: both tokens.
+    assert.equal(await admin("admin-one-1111"), 200);
+    // Rotation, step 1: both tokens; the admin token changes too.
     await Deno.writeTextFile(tokenFile, "old-token-aaaa,new-token-bbbb\n");
+    await Deno.writeTextFile(adminFile, "admin-two-2222\n");
     s.proc.kill("SIGHUP");
     await s.waitFor(/Secrets reloaded: 2 verification token/);
     assert.equal(await c.post(body("hup-2"), "new-token-bbbb"), 200);
     assert.equal(await c.post(body("hup-3"), "old-token-aaaa"), 200);
+    assert.equal(await admin("admin-one-1111"), 401);
+    assert.equal(await admin("admin-two-2222"), 200);
     // Step 2: only the new one; the same connection is still open.
     await Deno.writeTextFile(tokenFile, "new-token-bbbb\n");
     s.proc.kill("SIGHUP");

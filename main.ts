@@ -8,6 +8,11 @@ import { tokenCommand } from "./src/cli/token.ts";
 import { callsCommand, eventsCommand } from "./src/cli/read.ts";
 import { doctorCommand } from "./src/cli/doctor.ts";
 import { healthcheckCommand } from "./src/cli/healthcheck.ts";
+import {
+  subscribeCommand,
+  subscriptionsCommand,
+  unsubscribeCommand,
+} from "./src/cli/subscription.ts";
 import * as rt from "./src/runtime.ts";
 
 const HELP = `ringhook: a RingCentral webhook gateway
@@ -20,6 +25,9 @@ Commands:
   events       list received notifications
   calls        list call records (--active for calls in progress)
   doctor       check configuration, data directory, database, public URL, RingCentral
+  subscribe    create or repair the RingCentral subscription (adopt, update, recreate)
+  subscriptions  list this app's RingCentral subscriptions and mark ringhook's
+  unsubscribe  delete ringhook's RingCentral subscription and clear the stored id
   token        print the verification token the server accepts
   healthcheck  exit 0 when this ringhook's /readyz answers 200 (systemd, Docker)
 
@@ -48,6 +56,9 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number | void>> = {
   calls: callsCommand,
   doctor: doctorCommand,
   healthcheck: healthcheckCommand,
+  subscribe: subscribeCommand,
+  subscriptions: subscriptionsCommand,
+  unsubscribe: unsubscribeCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -39,6 +39,8 @@ export interface App {
   metrics: Registry;
   /** The tokens the edge accepts right now. */
   auth(): EdgeAuth;
+  /** Starts work that talks to the outside (the subscription keeper): call once listening. */
+  startBackground(): void;
   /** Marks the instance not-ready (shutdown has begun) so load balancers stop sending. */
   beginDrain(): void;
   /** Swaps in rotated secrets from a new Config without dropping anything. */
@@ -101,7 +103,6 @@ export async function createApp(
       metrics,
       now: opts.now,
     });
-    keeper.start();
     const k = keeper;
     // Renewal reminders reach the keeper from the journal, never from the ack path.
     reminders = journal.consume("rc-reminders", async (entries) => {
@@ -154,9 +155,11 @@ export async function createApp(
     metrics,
     auth: () => auth,
     beginDrain: () => void (draining = true),
+    startBackground: () => keeper?.start(),
     async reloadSecrets(next) {
       auth = await resolveAuth(next, store);
       adminTokens = next.adminTokens;
+      keeper?.setVerificationToken(auth.tokens[0]);
       log.info("Secrets reloaded: {tokens} verification token(s), {hmac} HMAC secret(s)", {
         tokens: auth.tokens.length,
         hmac: next.hmacSecrets.length,
@@ -189,15 +192,14 @@ async function resolveAuth(config: Config, store: Store): Promise<EdgeAuth> {
   };
 }
 
-/** Returns the stored generated token, creating it on first use. */
+/** Returns the stored generated token, creating it on first use (atomically: instances agree). */
 export async function generatedToken(store: Store): Promise<string> {
   const existing = await store.getSetting(GENERATED_TOKEN_KEY);
   if (existing) return existing;
   const bytes = crypto.getRandomValues(new Uint8Array(24));
   const token = "rh_" + btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_")
     .replace(/=+$/, "");
-  await store.setSetting(GENERATED_TOKEN_KEY, token);
-  return token;
+  return await store.initSetting(GENERATED_TOKEN_KEY, token);
 }
 
 /** A RingCentral client when credentials are configured. */

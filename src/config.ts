@@ -38,6 +38,11 @@ export interface Config {
   adminPort?: number;
   /** A call that has been silent this long is closed as stale, in seconds. */
   callStaleSeconds: number;
+  /**
+   * A PostgreSQL URL (postgres://user:password@host:5432/db?schema=ringhook): the journal is
+   * shared by every instance on it; unset = SQLite in the data directory.
+   */
+  databaseUrl?: string;
   ringcentral: RingCentralConfig;
 }
 
@@ -72,6 +77,7 @@ export const SECRET_VARS = [
   "RINGHOOK_ADMIN_TOKEN",
   "RINGHOOK_RC_CLIENT_SECRET",
   "RINGHOOK_RC_JWT",
+  "RINGHOOK_DATABASE_URL",
 ] as const;
 
 const LOG_LEVELS: LogLevel[] = ["trace", "debug", "info", "warning", "error", "fatal"];
@@ -181,6 +187,11 @@ export function loadConfig(
     ? undefined
     : int("RINGHOOK_ADMIN_PORT", 0, 0, 65535);
   const callStaleSeconds = int("RINGHOOK_CALL_STALE_SECONDS", 4 * 3600, 10, 30 * 86400);
+  const databaseUrl = secret("RINGHOOK_DATABASE_URL");
+  if (databaseUrl !== undefined && !isPostgresUrl(databaseUrl)) {
+    // Never echo the value: it holds a password.
+    errors.push("RINGHOOK_DATABASE_URL: expected a postgres:// or postgresql:// URL");
+  }
 
   const server = (get("RINGHOOK_RC_SERVER") ?? "https://platform.ringcentral.com").replace(
     /\/+$/,
@@ -245,6 +256,7 @@ export function loadConfig(
       adminTokens,
       adminPort,
       callStaleSeconds,
+      databaseUrl,
       ringcentral,
     },
   };
@@ -258,7 +270,30 @@ export function secretsOf(config: Config): string[] {
     ...config.adminTokens,
     config.ringcentral.clientSecret,
     config.ringcentral.jwt,
+    ...databaseSecrets(config.databaseUrl),
   ].filter((s): s is string => typeof s === "string" && s.length >= 4);
+}
+
+/** The database URL and its password (raw and decoded), so neither reaches a log line. */
+function databaseSecrets(url: string | undefined): string[] {
+  if (url === undefined) return [];
+  const out = [url];
+  try {
+    const password = new URL(url).password;
+    if (password) out.push(password, decodeURIComponent(password));
+  } catch {
+    // Unparseable (config validation reports it) or a malformed %-escape: what we have is kept.
+  }
+  return out;
+}
+
+function isPostgresUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return (u.protocol === "postgres:" || u.protocol === "postgresql:") && u.hostname !== "";
+  } catch {
+    return false;
+  }
 }
 
 function isHttpUrl(s: string): boolean {

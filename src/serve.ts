@@ -3,7 +3,7 @@
  * on SIGTERM/SIGINT and secret reload on SIGHUP.
  */
 import { createApp } from "./app.ts";
-import { openSqliteStore } from "./journal/remote.ts";
+import { openStore, storeLocation } from "./journal/open.ts";
 import { logger } from "./log.ts";
 import * as rt from "./runtime.ts";
 
@@ -16,10 +16,10 @@ export async function serveCommand(): Promise<void> {
   const logs = await rt.startLogging(config);
   const log = logger("main");
   rt.ensureDir(config.dataDir);
-  const dbPath = `${config.dataDir.replace(/\/+$/, "")}/ringhook.db`;
+  const dbPath = storeLocation(config); // never the URL's password
   let store;
   try {
-    store = await openSqliteStore(dbPath, config.durability);
+    store = await openStore(config);
   } catch (e) {
     rt.printErr(`error: cannot open the database ${dbPath}: ${(e as Error).message}`);
     await logs.flush();
@@ -70,6 +70,8 @@ export async function serveCommand(): Promise<void> {
     durability: config.durability,
     dataDir: config.dataDir,
   });
+
+  app.startBackground();
 
   rt.onReloadSignal(() => {
     const next = rt.configFromEnv();

@@ -292,6 +292,28 @@ Deno.test("client: a 429 without Retry-After stops every caller for at least 30 
   });
 });
 
+Deno.test("client: a token gone stale while waiting out a 429 is refreshed before the retry", async () => {
+  await withFake(async (fake) => {
+    const time = new FakeTime();
+    // 4 s tokens (refresh after 2 s); the 429 has no Retry-After, so the call waits 60 s
+    const client = clientFor(fake, { now: time.now, sleep: time.sleep });
+    await client.login();
+    fake.startRateLimitStorm({ triggers: 1, penaltyMs: 0, sendRetryAfter: false });
+    assert.deepEqual(await client.listSubscriptions(), []);
+    assert.deepEqual(time.sleeps, [60_000]);
+    const seen = fake.requests.map((r) =>
+      `${r.status} ${r.method} ${r.path} ${new URLSearchParams(r.body).get("grant_type") ?? ""}`
+        .trim()
+    );
+    assert.deepEqual(seen, [
+      "200 POST /restapi/oauth/token urn:ietf:params:oauth:grant-type:jwt-bearer",
+      "429 GET /restapi/v1.0/subscription",
+      "200 POST /restapi/oauth/token refresh_token",
+      "200 GET /restapi/v1.0/subscription",
+    ]);
+  }, { tokenTtlSec: 4 });
+});
+
 Deno.test("client: too many 429s give up with a typed CMN-301 error", async () => {
   await withFake(async (fake) => {
     const time = new FakeTime();
@@ -598,6 +620,124 @@ Deno.test("ensureSubscription: creates, leaves alone, updates filters, recreates
   });
 });
 
+Deno.test("ensureSubscription: adopts this app's subscription at the public URL instead of a second", async () => {
+  await withFake(async (fake, rx) => {
+    const api = clientFor(fake);
+    const rx2 = startReceiver();
+    try {
+      const make = (address: string, filters = desiredFilters(spec(address))) =>
+        api.createSubscription({
+          eventFilters: filters,
+          deliveryMode: { transportType: "WebHook", address, verificationToken: TOKEN },
+          expiresIn: 3600,
+        });
+      const elsewhere = await make(rx2.url);
+      const blacklisted = await make(rx.url);
+      fake.blacklist(blacklisted.id);
+      const ours = await make(rx.url);
+      const creates = () => fake.requestsTo("POST", "/restapi/v1.0/subscription").length;
+      assert.equal(creates(), 3);
+
+      // A fresh store (new data directory): the Active one at our address is taken over.
+      const transitions: Transition[] = [];
+      const store = new MemoryStore();
+      const keeper = new Keeper({
+        api,
+        store,
+        spec: spec(rx.url),
+        instanceId: "a",
+        onTransition: (t) => transitions.push(t),
+      });
+      assert.equal(await keeper.tick(), "adopted");
+      assert.equal(store.settings.get(SUBSCRIPTION_ID_SETTING), ours.id);
+      assert.equal(keeper.subscription?.id, ours.id);
+      assert.equal(creates(), 3, "adopting must not create");
+      assert.equal(fake.requestsTo("GET", "/restapi/v1.0/subscription").length, 1);
+      assert.equal(transitions[1]?.kind, "adopted");
+      assert.match(transitions[1]?.reason ?? "", /1 more at this address/);
+      // From then on it is ours: checked by id, no more listing.
+      assert.equal(await keeper.tick(), "unchanged");
+      assert.equal(fake.requestsTo("GET", "/restapi/v1.0/subscription").length, 1);
+      await keeper.stop();
+
+      // Adopted with other filters: updated in place, not recreated.
+      const store2 = new MemoryStore();
+      const wider = [...FILTERS, "/restapi/v1.0/account/~/extension/~/voicemail"];
+      const updated = await ensureSubscription({
+        api,
+        store: store2,
+        spec: spec(rx.url, { eventFilters: wider }),
+      });
+      assert.deepEqual([updated.action, updated.adopted, updated.subscription.id], [
+        "updated",
+        true,
+        ours.id,
+      ]);
+      assert.equal(creates(), 3);
+
+      // The stored id is gone and only a blacklisted one is at our address: it is adopted,
+      // then deleted and recreated (not left next to a new one).
+      fake.expire(ours.id);
+      const store3 = new MemoryStore();
+      store3.settings.set(SUBSCRIPTION_ID_SETTING, ours.id);
+      const r = await ensureSubscription({ api, store: store3, spec: spec(rx.url) });
+      assert.equal(r.action, "recreated");
+      assert.equal(creates(), 4);
+      assert.equal(
+        fake.requestsTo("DELETE", `/restapi/v1.0/subscription/${blacklisted.id}`).length,
+        1,
+      );
+      assert.deepEqual(
+        [...fake.subscriptions.values()].map((s) => s.address).sort(),
+        [rx.url, rx2.url].sort(),
+      );
+      assert.equal(store3.settings.get(SUBSCRIPTION_ID_SETTING), r.subscription.id);
+      assert.ok(fake.subscriptions.has(elsewhere.id), "another address is never touched");
+    } finally {
+      await rx2.close();
+    }
+  });
+});
+
+Deno.test("keeper: logs the filters RingCentral disabled, with its reason", async () => {
+  await withFake(async (fake, rx) => {
+    const lines: string[] = [];
+    await setupLogging({ level: "info", format: "json", secrets: [], write: (l) => lines.push(l) });
+    try {
+      const client = clientFor(fake);
+      const disabledFilters = [{
+        filter: FILTERS[0],
+        reason: "Forbidden",
+        message: "[CallControl] permission required",
+      }];
+      const api = {
+        getSubscription: client.getSubscription.bind(client),
+        listSubscriptions: client.listSubscriptions.bind(client),
+        renewSubscription: client.renewSubscription.bind(client),
+        updateSubscription: client.updateSubscription.bind(client),
+        deleteSubscription: client.deleteSubscription.bind(client),
+        createSubscription: async (...a: Parameters<RingCentralClient["createSubscription"]>) => ({
+          ...await client.createSubscription(...a),
+          disabledFilters,
+        }),
+      };
+      const keeper = new Keeper({
+        api,
+        store: new MemoryStore(),
+        spec: spec(rx.url),
+        instanceId: "a",
+      });
+      assert.equal(await keeper.tick(), "created");
+      await keeper.stop();
+      const line = lines.find((l) => l.includes("disabled 1 event filter"));
+      assert.ok(line, lines.join("\n"));
+      assert.match(line, /telephony\/sessions \(Forbidden: \[CallControl\] permission required\)/);
+    } finally {
+      await resetLogging();
+    }
+  });
+});
+
 Deno.test("keeper: renews on the renewal reminder for its own subscription only", async () => {
   let keeper: Keeper | undefined;
   const renewedByReminder: boolean[] = [];
@@ -703,6 +843,23 @@ Deno.test("keeper: recreates a blacklisted subscription at the same address with
     const gone = transitions.find((t) => t.kind === "gone");
     assert.match(gone?.reason ?? "", /^CMN-102 /);
     assert.equal(fake.subscriptions.size, 1);
+    await keeper.stop();
+  });
+});
+
+Deno.test("keeper: after setVerificationToken, the next recreate uses the new token", async () => {
+  await withFake(async (fake, rx) => {
+    const store = new MemoryStore();
+    const keeper = new Keeper({ api: clientFor(fake), store, spec: spec(rx.url), instanceId: "a" });
+    assert.equal(await keeper.tick(), "created");
+    keeper.setVerificationToken("vt_rotated_token_9876543210");
+    assert.equal(await keeper.tick(), "unchanged", "a new token alone does not recreate");
+    fake.blacklist(store.settings.get(SUBSCRIPTION_ID_SETTING)!);
+    assert.equal(await keeper.tick(), "recreated");
+    assert.deepEqual(fake.validations.map((v) => v.verificationToken), [
+      TOKEN,
+      "vt_rotated_token_9876543210",
+    ]);
     await keeper.stop();
   });
 });

@@ -4,7 +4,7 @@
  */
 import { parseArgs } from "node:util";
 import { type Config, secretsOf } from "../config.ts";
-import { openSqliteStore } from "../journal/remote.ts";
+import { openStore, storeLocation } from "../journal/open.ts";
 import { ringCentralClient } from "../app.ts";
 import { makeScrubber } from "../log.ts";
 import * as rt from "../runtime.ts";
@@ -37,15 +37,15 @@ export async function diagnose(config: Config, timeoutMs = 5000): Promise<Check[
     out.push({ name: "data-dir", status: "fail", detail: `${dir} is not writable: ${msg(e)}` });
   }
   try {
-    const store = await openSqliteStore(`${dir}/ringhook.db`, config.durability, 2000);
+    const where = storeLocation(config);
+    const store = await openStore(config, { busyTimeoutMs: 2000 });
     try {
       await store.probe();
       const s = await store.stats();
       out.push({
         name: "database",
         status: "pass",
-        detail:
-          `${dir}/ringhook.db takes writes; ${s.events} events, ${s.activeCalls} active calls`,
+        detail: `${where} takes writes; ${s.events} events, ${s.activeCalls} active calls`,
       });
     } finally {
       await store.close();
@@ -54,7 +54,7 @@ export async function diagnose(config: Config, timeoutMs = 5000): Promise<Check[
     out.push({
       name: "database",
       status: "fail",
-      detail: `cannot write ${dir}/ringhook.db: ${msg(e)}`,
+      detail: `cannot write ${storeLocation(config)}: ${msg(e)}`,
     });
   }
 

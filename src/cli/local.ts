@@ -1,35 +1,32 @@
 /**
- * Reads the local ringhook's database for CLI commands that run on the same
- * machine (token, simulate's default token).
+ * What CLI commands read from the configured store on this machine: the
+ * generated verification token and other settings, without creating a
+ * database that does not exist yet.
  */
-import { DatabaseSync } from "node:sqlite";
+import type { Config } from "../config.ts";
 import { GENERATED_TOKEN_KEY } from "../app.ts";
+import { openStore, sqlitePath } from "../journal/open.ts";
 import * as rt from "../runtime.ts";
 
-/** The path of the SQLite database for the configured data directory. */
-export function localDbPath(): string | undefined {
-  const c = rt.configFromEnv();
-  if (!c.ok) return undefined;
-  return `${c.config.dataDir.replace(/\/+$/, "")}/ringhook.db`;
-}
-
-/** The first configured token, else the generated one in the local database, if any. */
-export function localToken(): string | undefined {
-  const c = rt.configFromEnv();
-  if (c.ok && c.config.verificationTokens.length > 0) return c.config.verificationTokens[0];
-  const path = localDbPath();
-  if (!path || !rt.exists(path)) return undefined;
+/** A setting from the configured store; undefined when there is no store (or no such setting). */
+export async function readSetting(config: Config, key: string): Promise<string | undefined> {
+  if (!config.databaseUrl && !rt.exists(sqlitePath(config))) return undefined;
   try {
-    const db = new DatabaseSync(path, { readOnly: true });
+    const store = await openStore(config, { busyTimeoutMs: 5000 });
     try {
-      const row = db.prepare("SELECT value FROM settings WHERE key = ?").get(GENERATED_TOKEN_KEY) as
-        | { value: string }
-        | undefined;
-      return row?.value;
+      return (await store.getSetting(key)) || undefined;
     } finally {
-      db.close();
+      await store.close();
     }
   } catch {
     return undefined;
   }
+}
+
+/** The first configured verification token, else the generated one in the store, if any. */
+export async function localToken(): Promise<string | undefined> {
+  const c = rt.configFromEnv();
+  if (!c.ok) return undefined;
+  if (c.config.verificationTokens.length > 0) return c.config.verificationTokens[0];
+  return await readSetting(c.config, GENERATED_TOKEN_KEY);
 }

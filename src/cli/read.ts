@@ -5,7 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { createAdmin } from "../admin/api.ts";
-import { openSqliteStore } from "../journal/remote.ts";
+import { openStore, sqlitePath } from "../journal/open.ts";
 import * as rt from "../runtime.ts";
 
 const COMMON =
@@ -56,11 +56,11 @@ async function fetcher(
     };
   }
   const c = rt.exitOnConfigErrors(rt.configFromEnv());
-  const path = `${c.dataDir.replace(/\/+$/, "")}/ringhook.db`;
-  if (!rt.exists(path)) {
+  const path = sqlitePath(c);
+  if (!c.databaseUrl && !rt.exists(path)) {
     throw new Error(`no database at ${path}: start the server first, or use --url`);
   }
-  const store = await openSqliteStore(path, c.durability, 5000);
+  const store = await openStore(c, { busyTimeoutMs: 5000 });
   const local = "local-cli";
   const admin = createAdmin({
     tokens: () => [local],

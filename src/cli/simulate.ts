@@ -233,7 +233,7 @@ export async function simulateCommand(argv: string[]): Promise<number> {
   }
   const env = rt.env;
   const token = a.token ?? env("RINGHOOK_VERIFICATION_TOKEN")?.split(",")[0]?.trim() ??
-    localToken();
+    await localToken();
   const opts: SimulateOptions = {
     url: a.url,
     token,

@@ -63,6 +63,8 @@ export class Journal {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #inflight: Promise<void> | undefined;
   #listeners = new Set<() => void>();
+  /** Unsubscribes from the store's cross-instance wake-ups (while anyone listens). */
+  #unwatch: (() => void) | undefined;
   #failure: { reason: string; since: number } | undefined;
   #probeTimer: ReturnType<typeof setInterval> | undefined;
   #retentionTimer: ReturnType<typeof setInterval> | undefined;
@@ -135,10 +137,24 @@ export class Journal {
     return this.#failure ? { ready: false, reason: this.#failure.reason } : { ready: true };
   }
 
-  /** Registers a wake-up for new events; returns the unsubscribe function. */
+  /**
+   * Registers a wake-up for new events, ours and (where the store reports them) those
+   * another instance appended to a shared database; returns the unsubscribe function.
+   */
   onAppend(listener: () => void): () => void {
     this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    if (this.store.watch && !this.#unwatch) {
+      this.#unwatch = this.store.watch(() => {
+        for (const l of this.#listeners) l();
+      });
+    }
+    return () => {
+      this.#listeners.delete(listener);
+      if (this.#listeners.size === 0) {
+        this.#unwatch?.();
+        this.#unwatch = undefined;
+      }
+    };
   }
 
   /**

@@ -71,6 +71,7 @@ export async function openSqliteStore(
     releaseLease: method("releaseLease"),
     getSetting: method("getSetting"),
     setSetting: method("setSetting"),
+    initSetting: method("initSetting"),
     prune: method("prune"),
     stats: method("stats"),
     probe: method("probe"),

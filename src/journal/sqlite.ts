@@ -289,6 +289,13 @@ export class SqliteEngine {
     ).run(key, value);
   }
 
+  /** Writes a setting if absent; returns the stored value. */
+  initSetting(key: string, value: string): string {
+    this.#db.prepare("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+      .run(key, value);
+    return this.getSetting(key)!;
+  }
+
   /** Deletes up to `limit` entries received before `before`. */
   prune(before: number, limit: number): number {
     const r = this.#db.prepare(

@@ -135,12 +135,19 @@ export interface Store {
   /** Key-value settings (subscription id, generated token). */
   getSetting(key: string): Promise<string | undefined>;
   setSetting(key: string, value: string): Promise<void>;
+  /** Writes a setting only if it has none; returns the value stored (someone else's, or this). */
+  initSetting(key: string, value: string): Promise<string>;
   /** Deletes journal entries received before `before`, at most `limit`; returns how many. */
   prune(before: number, limit: number): Promise<number>;
   /** Counts for health and metrics. */
   stats(): Promise<{ events: number; lastSeq: number; calls: number; activeCalls: number }>;
   /** A cheap write that proves the database takes writes again. */
   probe(): Promise<void>;
+  /**
+   * Optional: calls `listener` when another instance sharing the database appended events
+   * (engines where several processes write); returns the unsubscribe function.
+   */
+  watch?(listener: () => void): () => void;
   close(): Promise<void>;
 }
 

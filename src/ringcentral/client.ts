@@ -20,6 +20,8 @@ export const DEFAULT_RETRY_SCHEDULE_SEC = [2, 3, 5, 8, 13, 21, 30];
 export const DEFAULT_RETRY_AFTER_SEC = 60;
 
 const JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/** Thrown inside the client when a request's token passed its refresh time while it waited. */
+const STALE_TOKEN = Symbol("stale token");
 
 /** An error from RingCentral (status > 0) or from the transport (status 0). */
 export class RingCentralError extends Error {
@@ -330,6 +332,9 @@ export class RingCentralClient {
       try {
         return await this.#send({ method, path, json: body, signal: options.signal }, token);
       } catch (e) {
+        // The token went stale while this call waited out a penalty or a backoff: get a fresh
+        // one (refresh grant) rather than send it and earn a 401.
+        if (e === STALE_TOKEN) continue;
         // A token rejected before its time (revoked session, OAU-128/129): log in again, once.
         if (e instanceof RingCentralError && e.status === 401 && !reauthenticated) {
           reauthenticated = true;
@@ -484,6 +489,10 @@ export class RingCentralClient {
     let limited = 0;
     for (;;) {
       const endProbe = await this.#gate(req.signal);
+      if (token && this.#now() >= token.refreshAt) {
+        endProbe();
+        throw STALE_TOKEN;
+      }
       try {
         const headers = new Headers({ Accept: "application/json" });
         let body: string | undefined;

@@ -35,6 +35,7 @@ export interface SubscriptionApi {
     options?: { signal?: AbortSignal },
   ): Promise<SubscriptionInfo>;
   deleteSubscription(id: string, options?: { signal?: AbortSignal }): Promise<void>;
+  listSubscriptions(options?: { signal?: AbortSignal }): Promise<SubscriptionInfo[]>;
 }
 
 /** The part of the store the keeper uses. */
@@ -55,6 +56,7 @@ export type SubscriptionSpec =
 /** What happened to the subscription, and RingCentral's reason where it gave one. */
 export type TransitionKind =
   | "created"
+  | "adopted"
   | "updated"
   | "renewed"
   | "recreated"
@@ -76,8 +78,11 @@ export interface Transition {
 
 /** The outcome of ensureSubscription. */
 export interface EnsureResult {
-  action: "unchanged" | "created" | "updated" | "recreated";
+  /** `adopted`: an existing subscription at the public URL was taken over and matched the spec. */
+  action: "unchanged" | "adopted" | "created" | "updated" | "recreated";
   subscription: SubscriptionInfo;
+  /** True when the subscription was found by address rather than by the stored id. */
+  adopted?: boolean;
 }
 
 /** Options shared by ensureSubscription and the Keeper. */
@@ -88,6 +93,8 @@ export interface EnsureOptions {
   onTransition?: (t: Transition) => void;
   now?: () => number;
   signal?: AbortSignal;
+  /** Delete and create the subscription even when it matches (`subscribe --recreate`). */
+  forceRecreate?: boolean;
 }
 
 /** The renewal reminder filter, or undefined when the threshold is 0. */
@@ -120,9 +127,28 @@ function filterPattern(filter: string): RegExp {
 }
 
 /**
+ * Picks the subscription to adopt among this app's subscriptions: one whose WebHook address is the
+ * public URL, preferring an Active one, then the one that expires last. Undefined when none.
+ */
+export function adoptable(
+  subs: SubscriptionInfo[],
+  publicUrl: string,
+): SubscriptionInfo | undefined {
+  const expires = (s: SubscriptionInfo) => Date.parse(s.expirationTime ?? "") || 0;
+  return subs
+    .filter((s) => s.deliveryMode?.address === publicUrl)
+    .sort((a, b) =>
+      Number((b.status ?? "Active") === "Active") - Number((a.status ?? "Active") === "Active") ||
+      expires(b) - expires(a)
+    )[0];
+}
+
+/**
  * Makes the stored subscription match the spec: creates it when there is none (or it is gone),
  * updates its filters when they differ, and deletes and recreates it when it is blacklisted or
- * points elsewhere. The id is stored under `rc.subscription_id`.
+ * points elsewhere. With no usable stored id, a subscription of this app already pointing at the
+ * public URL is adopted rather than a second one created. The id is stored under
+ * `rc.subscription_id`.
  */
 export async function ensureSubscription(o: EnsureOptions): Promise<EnsureResult> {
   const { api, store, spec, signal } = o;
@@ -134,6 +160,7 @@ export async function ensureSubscription(o: EnsureOptions): Promise<EnsureResult
 
   let existing: SubscriptionInfo | undefined;
   let recreateReason: string | undefined;
+  let adopted = false;
   if (id) {
     try {
       existing = await api.getSubscription(id, { signal });
@@ -143,10 +170,29 @@ export async function ensureSubscription(o: EnsureOptions): Promise<EnsureResult
       emit("gone", id, recreateReason);
     }
   }
+  if (!existing) {
+    // No stored id (a new data directory, a crash between create and store, another tool), or
+    // the stored one is gone: take over a subscription already aimed at us instead of adding one.
+    const all = await api.listSubscriptions({ signal });
+    const found = adoptable(all, spec.publicUrl);
+    if (found) {
+      existing = found;
+      adopted = true;
+      await store.setSetting(SUBSCRIPTION_ID_SETTING, found.id);
+      const others = all.filter((s) => s.deliveryMode?.address === spec.publicUrl).length - 1;
+      emit(
+        "adopted",
+        found.id,
+        `status ${found.status ?? "Active"}, same address` +
+          (others > 0 ? `; ${others} more at this address (see \`ringhook subscriptions\`)` : ""),
+      );
+    }
+  }
 
   if (existing) {
     const status = existing.status ?? "Active";
     const expires = Date.parse(existing.expirationTime ?? "");
+    recreateReason = undefined;
     if (status !== "Active") {
       recreateReason = existing.blacklistedData?.reason ?? `status ${status}`;
       emit(status === "Blacklisted" ? "blacklisted" : "gone", existing.id, recreateReason);
@@ -155,6 +201,8 @@ export async function ensureSubscription(o: EnsureOptions): Promise<EnsureResult
     } else if (!Number.isNaN(expires) && expires <= now()) {
       recreateReason = "the subscription expired";
       emit("gone", existing.id, recreateReason);
+    } else if (o.forceRecreate) {
+      recreateReason = "recreate requested";
     }
     if (recreateReason !== undefined) {
       try {
@@ -169,9 +217,9 @@ export async function ensureSubscription(o: EnsureOptions): Promise<EnsureResult
         expiresIn: spec.expiresIn,
       }, { signal });
       emit("updated", updated.id, "the event filters changed");
-      return { action: "updated", subscription: updated };
+      return { action: "updated", subscription: updated, adopted };
     } else {
-      return { action: "unchanged", subscription: existing };
+      return { action: adopted ? "adopted" : "unchanged", subscription: existing, adopted };
     }
   }
 
@@ -189,9 +237,9 @@ export async function ensureSubscription(o: EnsureOptions): Promise<EnsureResult
     throw e;
   }
   await store.setSetting(SUBSCRIPTION_ID_SETTING, created.id);
-  const action = id ? "recreated" : "created";
+  const action = id || existing ? "recreated" : "created";
   emit(action, created.id, recreateReason);
-  return { action, subscription: created };
+  return { action, subscription: created, adopted };
 }
 
 /** The Keeper's settings beyond ensureSubscription's. */
@@ -230,7 +278,7 @@ export class Keeper {
 
   /** Creates a keeper; nothing happens until start() or tick(). */
   constructor(options: KeeperOptions) {
-    this.#o = options;
+    this.#o = { ...options };
     this.#now = options.now ?? Date.now;
     this.#checkMs = options.checkIntervalMs ?? 5 * 60_000;
     this.#leaseMs = options.leaseTtlMs ?? 3 * this.#checkMs;
@@ -254,6 +302,14 @@ export class Keeper {
   /** The subscription as last seen by this keeper. */
   get subscription(): SubscriptionInfo | undefined {
     return this.#current;
+  }
+
+  /**
+   * Sets the verification token future creates and recreates use (after a secret reload). The
+   * current subscription keeps its token until it is recreated: RingCentral cannot change it.
+   */
+  setVerificationToken(token: string | undefined): void {
+    this.#o.spec = { ...this.#o.spec, verificationToken: token };
   }
 
   /** True while this instance holds the keeper lease. */
@@ -298,13 +354,23 @@ export class Keeper {
           signal: this.#abort.signal,
         });
         this.#current = r.subscription;
-        if (r.action !== "unchanged") return r.action;
+        const disabled = r.subscription.disabledFilters ?? [];
+        if (r.action !== "unchanged" && disabled.length > 0) {
+          // Accepted but switched off, usually a missing app scope or user permission (§4.1).
+          this.#log.warn("RingCentral disabled {count} event filter(s): {disabled}", {
+            count: disabled.length,
+            disabled: disabled.map((d) =>
+              `${d.filter} (${[d.reason, d.message].filter(Boolean).join(": ") || "no reason"})`
+            ),
+          });
+        }
+        if (r.action !== "unchanged" && r.action !== "adopted") return r.action;
         const expires = Date.parse(r.subscription.expirationTime ?? "");
         if (!Number.isNaN(expires) && expires - this.#now() < this.#renewBeforeMs) {
           await this.#renew(r.subscription.id, "scheduled: less than the renewal margin left");
           return "renewed";
         }
-        return "unchanged";
+        return r.action;
       } catch (e) {
         if (this.#abort.signal.aborted) return "failed";
         this.#log.error("Subscription check failed: {error}", { error: describe(e) });

@@ -105,7 +105,11 @@ export class Registry {
 
   /** The current value of a counter or gauge series (for tests and the CLI). */
   value(name: string, labels: Labels = {}): number {
-    return this.#families.get(name)?.series.get(fmtLabels(labels))?.value ?? 0;
+    const want = fmtLabels(labels);
+    for (const s of this.#families.get(name)?.series.values() ?? []) {
+      if (fmtLabels(s.labels) === want) return s.value;
+    }
+    return 0;
   }
 
   #family(name: string, help: string, type: Family["type"]): Family {
@@ -118,10 +122,12 @@ export class Registry {
   }
 
   #series(f: Family, labels: Labels) {
-    const key = fmtLabels(labels);
+    // A cheap key on the hot path (callers pass labels in a stable order); render() sorts.
+    let key = "";
+    for (const k in labels) key += k + "\u0000" + labels[k] + "\u0001";
     let s = f.series.get(key);
     if (!s) {
-      s = { labels, value: 0 };
+      s = { labels: { ...labels }, value: 0 };
       f.series.set(key, s);
     }
     return s;

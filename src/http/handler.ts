@@ -37,7 +37,7 @@ export function createHandler(deps: HandlerDeps): Handler {
   return async (req) => {
     const started = now();
     const info: WebhookInfo = {};
-    let url: URL;
+    let url: URL | undefined;
     let route = "other";
     let res: Response;
     try {
@@ -57,17 +57,20 @@ export function createHandler(deps: HandlerDeps): Handler {
       res = json(500, { error: "internal", message: "unexpected error; see the server log" });
     }
     requests.inc({ route, status: String(res.status) });
-    const durationMs = Math.round((now() - started) * 1000) / 1000;
-    const line = {
-      method: req.method,
-      path: route === "other" ? "(other)" : safePath(req.url),
-      status: res.status,
-      durationMs,
-      ...(info.kind ? { kind: info.kind } : {}),
-      ...(info.uuid ? { uuid: info.uuid, event: info.event } : {}),
-    };
-    if (res.status >= 500) deps.accessLog.warn("request", line);
-    else deps.accessLog.info("request", line);
+    const level = res.status >= 500 ? "warning" : "info";
+    if (deps.accessLog.isEnabledFor(level)) {
+      const line = {
+        method: req.method,
+        // The path only: a query string may carry a secret, as in RingCentral's samples.
+        path: route === "other" ? "(other)" : url!.pathname.slice(0, 200),
+        status: res.status,
+        durationMs: Math.round((now() - started) * 1000) / 1000,
+        ...(info.kind ? { kind: info.kind } : {}),
+        ...(info.uuid ? { uuid: info.uuid, event: info.event } : {}),
+      };
+      if (level === "warning") deps.accessLog.warn("request", line);
+      else deps.accessLog.info("request", line);
+    }
     return res;
   };
 }
@@ -109,15 +112,6 @@ function onlyGet(req: Request, fn: () => Response): Response {
   return json(405, { error: "method_not_allowed", message: `${req.method} is not allowed` }, {
     Allow: "GET, HEAD",
   });
-}
-
-/** The path without the query string (which may carry a secret, as in RingCentral's samples). */
-function safePath(u: string): string {
-  try {
-    return new URL(u).pathname.slice(0, 200);
-  } catch {
-    return "(invalid)";
-  }
 }
 
 /** What the separate admin port serves. */

@@ -199,7 +199,7 @@ export function createWebhook(
     };
     info.uuid = n.uuid;
     info.event = n.event;
-    if (deps.log.isEnabledFor?.("debug")) {
+    if (deps.log.isEnabledFor("debug")) {
       deps.log.debug("Notification received", {
         uuid: n.uuid,
         headers: redactHeaders(req.headers, [auth.hmacHeader]),

@@ -78,7 +78,7 @@ export class SqliteEngine {
     this.#db.exec(`PRAGMA busy_timeout = ${opts.busyTimeoutMs ?? 1000}`);
     this.#db.exec("PRAGMA journal_mode = WAL");
     this.#db.exec(`PRAGMA synchronous = ${sync}`);
-    this.#db.exec("PRAGMA wal_autocheckpoint = 10000");
+    this.#db.exec("PRAGMA wal_autocheckpoint = 1000");
     this.#db.exec(SCHEMA);
     this.#insert = this.#db.prepare(
       `INSERT INTO events (uuid, event, subscription_id, owner_id, received_at, raw, headers)

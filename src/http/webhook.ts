@@ -249,7 +249,15 @@ export async function readBody(
 ): Promise<Uint8Array | "too_large" | "aborted"> {
   const declared = req.headers.get("content-length");
   if (declared !== null && /^\d+$/.test(declared)) {
-    if (Number(declared) > max) return "too_large";
+    const n = Number(declared);
+    if (n > max) return "too_large";
+    if (n === 0) return new Uint8Array(0);
+    // A declared length is enforced by the HTTP server: read it in one go.
+    try {
+      return new Uint8Array(await req.arrayBuffer());
+    } catch {
+      return "aborted";
+    }
   }
   if (req.body === null) return new Uint8Array(0);
   const reader = req.body.getReader();

@@ -178,7 +178,7 @@ export function loadConfig(
     errors.push(`RINGHOOK_DURABILITY: expected full, normal or off, got ${durability}`);
   }
   const batchMax = int("RINGHOOK_BATCH_MAX", 256, 1, 10_000);
-  const batchDelayMs = int("RINGHOOK_BATCH_DELAY_MS", 2, 0, 1000);
+  const batchDelayMs = int("RINGHOOK_BATCH_DELAY_MS", 1, 0, 1000);
   const retentionDays = int("RINGHOOK_RETENTION_DAYS", 30, 0, 36500);
 
   const adminTokens = list(secret("RINGHOOK_ADMIN_TOKEN"));

@@ -282,9 +282,15 @@ export class Journal {
   }
 
   #flushSoon(ms: number) {
-    if (this.#timer !== undefined && ms > 0) return;
-    clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => this.#flush(), ms);
+    // A batch that is full flushes now; otherwise the first timer set stands (resetting it on
+    // every arrival would starve the batch under steady load).
+    if (ms === 0 && this.#pending.length >= this.#opts.batchMax) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#flush();
+      return;
+    }
+    if (this.#timer === undefined) this.#timer = setTimeout(() => this.#flush(), ms);
   }
 
   #flush(): void {

@@ -107,14 +107,26 @@ export function bufferedWriter(
 }
 
 function formatJson(record: LogRecord): string {
-  const msg = record.message.map((p) => (typeof p === "string" ? p : stringify(p))).join("");
-  return JSON.stringify({
+  const m = record.message;
+  const msg = m.length === 1 && typeof m[0] === "string"
+    ? m[0]
+    : m.map((p) => (typeof p === "string" ? p : stringify(p))).join("");
+  const line = {
     time: new Date(record.timestamp).toISOString(),
     level: record.level,
     logger: record.category.join("."),
     msg,
     ...record.properties,
-  }, jsonReplacer);
+  };
+  // The replacer costs a call per key: use it only when a value needs it (one per request
+  // line otherwise, on the hot path).
+  for (const k in record.properties) {
+    const v = record.properties[k];
+    if (typeof v === "object" && v !== null || typeof v === "bigint") {
+      return JSON.stringify(line, jsonReplacer);
+    }
+  }
+  return JSON.stringify(line);
 }
 
 function formatPretty(record: LogRecord): string {

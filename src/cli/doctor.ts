@@ -2,7 +2,7 @@
  * `doctor`: checks configuration, data directory, database, the public URL's
  * handshake and RingCentral, explaining each failure in one line.
  */
-import { parseArgs } from "node:util";
+import { parseCommand } from "./args.ts";
 import { type Config, secretsOf } from "../config.ts";
 import { openStore, storeLocation } from "../journal/open.ts";
 import { ringCentralClient } from "../app.ts";
@@ -128,24 +128,11 @@ export async function diagnose(config: Config, timeoutMs = 5000): Promise<Check[
 
 /** The CLI wrapper around diagnose(). */
 export async function doctorCommand(argv: string[]): Promise<number> {
-  let a;
-  try {
-    a = parseArgs({
-      args: argv,
-      options: {
-        json: { type: "boolean" },
-        timeout: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }).values;
-  } catch (e) {
-    rt.printErr(`${(e as Error).message}\n\n${HELP}`);
-    return 2;
-  }
-  if (a.help) {
-    rt.print(HELP);
-    return 0;
-  }
+  const a = parseCommand(argv, {
+    json: { type: "boolean" },
+    timeout: { type: "string" },
+  }, HELP);
+  if (typeof a === "number") return a;
   const c = rt.configFromEnv();
   if (!c.ok) {
     const checks = c.errors.map((e) => ({ name: "config", status: "fail", detail: e }));

@@ -3,7 +3,7 @@
  * a running ringhook's admin API (`--url`), or open the local database through
  * the same admin routes, so both ways print the same thing.
  */
-import { parseArgs } from "node:util";
+import { parseCommand } from "./args.ts";
 import { createAdmin } from "../admin/api.ts";
 import { openStore, sqlitePath } from "../journal/open.ts";
 import * as rt from "../runtime.ts";
@@ -95,7 +95,6 @@ const OPTIONS = {
   since: { type: "string" },
   limit: { type: "string" },
   json: { type: "boolean" },
-  help: { type: "boolean", short: "h" },
 } as const;
 
 /** `ringhook events`. */
@@ -199,17 +198,9 @@ async function run(
   extra: Record<string, { type: "string" | "boolean" }>,
   body: (a: Args, get: Fetcher) => Promise<number>,
 ): Promise<number> {
-  let a: Args;
-  try {
-    a = parseArgs({ args: argv, options: { ...OPTIONS, ...extra } }).values as Args;
-  } catch (e) {
-    rt.printErr(`${(e as Error).message}\n\n${help}`);
-    return 2;
-  }
-  if (a.help) {
-    rt.print(help);
-    return 0;
-  }
+  const parsed = parseCommand(argv, { ...OPTIONS, ...extra }, help);
+  if (typeof parsed === "number") return parsed;
+  const a = parsed as Args;
   if (a.limit !== undefined && !/^\d+$/.test(String(a.limit))) {
     rt.printErr("--limit takes a whole number");
     return 2;

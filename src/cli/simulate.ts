@@ -3,7 +3,6 @@
  * deployed) and checks every answer: one line per scenario, non-zero exit on
  * any mismatch. It covers the replaced Flask server's test_webhook.py and more.
  */
-import { parseArgs } from "node:util";
 import { hmacHex } from "../verify.ts";
 import {
   inboundCall,
@@ -14,6 +13,7 @@ import {
   voicemail,
 } from "./payloads.ts";
 import { localToken } from "./local.ts";
+import { parseCommand } from "./args.ts";
 import * as rt from "../runtime.ts";
 
 const HELP = `Usage: ringhook simulate --url URL [options]
@@ -203,30 +203,17 @@ export async function simulate(o: SimulateOptions): Promise<ScenarioResult[]> {
 
 /** The CLI wrapper around simulate(). */
 export async function simulateCommand(argv: string[]): Promise<number> {
-  let a;
-  try {
-    a = parseArgs({
-      args: argv,
-      options: {
-        url: { type: "string" },
-        token: { type: "string" },
-        "hmac-secret": { type: "string" },
-        "hmac-header": { type: "string" },
-        "max-body-bytes": { type: "string" },
-        only: { type: "string" },
-        call: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    }).values;
-  } catch (e) {
-    rt.printErr(`${(e as Error).message}\n\n${HELP}`);
-    return 2;
-  }
-  if (a.help) {
-    rt.print(HELP);
-    return 0;
-  }
+  const a = parseCommand(argv, {
+    url: { type: "string" },
+    token: { type: "string" },
+    "hmac-secret": { type: "string" },
+    "hmac-header": { type: "string" },
+    "max-body-bytes": { type: "string" },
+    only: { type: "string" },
+    call: { type: "string" },
+    json: { type: "boolean" },
+  }, HELP);
+  if (typeof a === "number") return a;
   if (!a.url) {
     rt.printErr(`--url is required\n\n${HELP}`);
     return 2;

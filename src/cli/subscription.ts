@@ -3,11 +3,11 @@
  * command line, with the server's client, the keeper's ensureSubscription and the same database
  * (the stored subscription id, the generated verification token and the keeper lease).
  */
-import { parseArgs } from "node:util";
 import type { Config } from "../config.ts";
 import { generatedToken } from "../app.ts";
 import { openStore, storeLocation } from "../journal/open.ts";
 import { readSetting } from "./local.ts";
+import { parseCommand } from "./args.ts";
 import type { Store } from "../journal/types.ts";
 import {
   isNotFound,
@@ -72,7 +72,7 @@ const CLI_LEASE_MS = 10 * 60_000;
 
 /** `subscribe`: creates, updates, adopts or recreates ringhook's subscription. */
 export async function subscribeCommand(argv: string[]): Promise<number> {
-  const a = args(argv, {
+  const a = parseCommand(argv, {
     recreate: { type: "boolean" },
     force: { type: "boolean" },
     json: { type: "boolean" },
@@ -135,7 +135,7 @@ export async function subscribeCommand(argv: string[]): Promise<number> {
 
 /** `subscriptions`: lists the app's subscriptions and marks ringhook's. */
 export async function subscriptionsCommand(argv: string[]): Promise<number> {
-  const a = args(argv, { json: { type: "boolean" } }, SUBSCRIPTIONS_HELP);
+  const a = parseCommand(argv, { json: { type: "boolean" } }, SUBSCRIPTIONS_HELP);
   if (typeof a === "number") return a;
   const ctx = setup(false);
   if (typeof ctx === "number") return ctx;
@@ -182,7 +182,7 @@ export async function subscriptionsCommand(argv: string[]): Promise<number> {
 
 /** `unsubscribe`: deletes ringhook's subscription (or `--id`) and clears the stored id. */
 export async function unsubscribeCommand(argv: string[]): Promise<number> {
-  const a = args(argv, {
+  const a = parseCommand(argv, {
     id: { type: "string" },
     force: { type: "boolean" },
     json: { type: "boolean" },
@@ -233,31 +233,6 @@ export async function unsubscribeCommand(argv: string[]): Promise<number> {
 }
 
 // ---------------------------------------------------------------------------------------------
-
-type Options = NonNullable<Parameters<typeof parseArgs>[0]>["options"];
-
-/** Parses argv; prints help (0) or a usage error (2) and returns the exit code instead. */
-function args<O extends Options>(
-  argv: string[],
-  options: O,
-  help: string,
-): ReturnType<typeof parseArgs<{ args: string[]; options: O }>>["values"] | number {
-  let values;
-  try {
-    values = parseArgs({
-      args: argv,
-      options: { ...options, help: { type: "boolean", short: "h" } } as O,
-    }).values as ReturnType<typeof parseArgs<{ args: string[]; options: O }>>["values"];
-  } catch (e) {
-    rt.printErr(`${(e as Error).message}\n\n${help}`);
-    return 2;
-  }
-  if ((values as Record<string, unknown>).help) {
-    rt.print(help);
-    return 0;
-  }
-  return values;
-}
 
 /** Loads the config and builds the client; prints one line per problem and returns 2. */
 function setup(needPublicUrl: boolean): { config: Config; client: RingCentralClient } | number {

@@ -167,7 +167,13 @@ export class Journal {
   consume(
     name: string,
     handle: (entries: JournalEntry[]) => Promise<ConsumerResult>,
-    opts: { batch?: number; log?: Logger; committed?: () => void } = {},
+    opts: {
+      batch?: number;
+      log?: Logger;
+      committed?: () => void;
+      /** Let events gather for at least this long between batches (fewer, larger commits). */
+      minIntervalMs?: number;
+    } = {},
   ): Consumer {
     const batch = opts.batch ?? 500;
     let stopping = false;
@@ -194,6 +200,9 @@ export class Journal {
         }
         wake = done;
       });
+    const sleepFor = (ms: number) =>
+      stopping ? Promise.resolve() : new Promise<void>((r) => setTimeout(r, ms));
+    let lastBatchAt = -Infinity;
     const lease = { name: `consumer:${name}`, holder: this.instanceId };
     let leaseRenewedAt = -Infinity;
     const loop = (async () => {
@@ -214,6 +223,11 @@ export class Journal {
             }
             leaseRenewedAt = this.#now();
           }
+          const since = this.#now() - lastBatchAt;
+          if (opts.minIntervalMs && since < opts.minIntervalMs) {
+            await sleepFor(opts.minIntervalMs - since);
+          }
+          lastBatchAt = this.#now();
           dirty = false;
           const entries = await this.store.readAfter(position, batch);
           if (entries.length === 0) {

@@ -69,6 +69,7 @@ export async function createApp(
   const journal = new Journal(store, {
     batchMax: config.batchMax,
     batchDelayMs: config.batchDelayMs,
+    commitTimeoutMs: config.commitTimeoutMs,
     retentionDays: config.retentionDays,
     metrics,
     log: logger("journal"),
@@ -213,13 +214,27 @@ export function ringCentralClient(
   return new RingCentralClient({ server, clientId, clientSecret, jwt, metrics, fetch: fetchFn });
 }
 
+/** How long one reading of the store's counts serves /metrics, in ms. */
+const STATS_TTL_MS = 10_000;
+
 /** Gauges read from the store at scrape time: journal size, consumer lag, calls. */
 function registerGauges(
   metrics: Registry,
   store: Store,
   consumers: Record<string, () => number>,
 ): void {
-  const stats = () => store.stats();
+  // Counting rows is not free on a big journal and runs on the writer's thread: one count
+  // serves every gauge and every scrape for a few seconds, however often /metrics is hit.
+  let cached: { at: number; value: ReturnType<Store["stats"]> } | undefined;
+  const stats = () => {
+    const now = performance.now();
+    if (!cached || now - cached.at > STATS_TTL_MS) {
+      const value = store.stats();
+      cached = { at: now, value };
+      value.catch(() => (cached = undefined));
+    }
+    return cached.value;
+  };
   metrics.collect("ringhook_journal_events", "Events in the journal", async () => [{
     value: (await stats()).events,
   }]);

@@ -31,6 +31,8 @@ export interface Config {
   batchMax: number;
   /** Group commit: how long the first event of a batch may wait for others, in ms. */
   batchDelayMs: number;
+  /** A group commit slower than this answers its events 503 (the database is stalled), in ms. */
+  commitTimeoutMs: number;
   retentionDays: number;
   /** Admin API bearer tokens; empty = the admin API is off. */
   adminTokens: string[];
@@ -180,6 +182,7 @@ export function loadConfig(
   const batchMax = int("RINGHOOK_BATCH_MAX", 256, 1, 10_000);
   const batchDelayMs = int("RINGHOOK_BATCH_DELAY_MS", 1, 0, 1000);
   const retentionDays = int("RINGHOOK_RETENTION_DAYS", 30, 0, 36500);
+  const commitTimeoutMs = int("RINGHOOK_COMMIT_TIMEOUT_MS", 2000, 100, 60_000);
 
   const adminTokens = list(secret("RINGHOOK_ADMIN_TOKEN"));
   const adminPortRaw = get("RINGHOOK_ADMIN_PORT");
@@ -252,6 +255,7 @@ export function loadConfig(
       durability,
       batchMax,
       batchDelayMs,
+      commitTimeoutMs,
       retentionDays,
       adminTokens,
       adminPort,

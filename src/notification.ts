@@ -69,6 +69,15 @@ export function parseNotification(
   if (typeof o.body !== "object" || o.body === null || Array.isArray(o.body)) {
     return fail("bad_envelope", `"body" must be an object, got ${kindOf(o.body)}`);
   }
+  // Keys must survive storage as they are: a lone surrogate turns into U+FFFD in SQLite (two
+  // different uuids would become one, and the second event would be lost as a "duplicate"),
+  // and PostgreSQL refuses U+0000 (failing the whole group commit).
+  for (const k of ["uuid", "event", "subscriptionId", "ownerId"] as const) {
+    const v = o[k];
+    if (typeof v === "string" && !storable(v)) {
+      return fail("bad_envelope", `"${k}" contains control characters or invalid UTF-16`);
+    }
+  }
   return {
     ok: true,
     value: {
@@ -80,6 +89,16 @@ export function parseNotification(
       body: o.body as Record<string, unknown>,
     },
   };
+}
+
+/** True when a key string is well-formed UTF-16 without control characters. */
+function storable(v: string): boolean {
+  if (!v.isWellFormed()) return false;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return false;
+  }
+  return true;
 }
 
 /** RingCentral types ids as strings in some places and numbers in others; ringhook keeps strings. */

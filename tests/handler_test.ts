@@ -257,6 +257,10 @@ Deno.test("bad bodies get 400 with a reason that says which", async () => {
       ['{"uuid":"u","event":"/e"}', "bad_envelope", /"body"/],
       ['{"uuid":"u","event":"/e","body":[]}', "bad_envelope", /"body".*array/],
       [`{"uuid":"${"u".repeat(300)}","event":"/e","body":{}}`, "bad_envelope", /longer/],
+      ['{"uuid":"evt-\\ud800","event":"/e","body":{}}', "bad_envelope", /"uuid".*UTF-16/],
+      ['{"uuid":"a\\u0000b","event":"/e","body":{}}', "bad_envelope", /"uuid" contains control/],
+      ['{"uuid":"u","event":"/e\\u0000","body":{}}', "bad_envelope", /"event" contains/],
+      ['{"uuid":"u","event":"/e","ownerId":"1\\n2","body":{}}', "bad_envelope", /"ownerId"/],
     ];
     for (const [body, code, message] of cases) {
       const res = await app.handler(webhookPost(body));

@@ -236,3 +236,54 @@ Deno.test("two instances on one database: one runs a consumer at a time; commits
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a stalled database: 503 within the commit deadline, fail fast, ready again when it answers", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ringhook-journal-" });
+  const real = await openSqliteStore(`${dir}/ringhook.db`, "full");
+  let release: (() => void) | undefined;
+  let stalls = 1;
+  const store = {
+    ...real,
+    append: async (rows: Parameters<typeof real.append>[0]) => {
+      if (stalls > 0 && rows.some((r) => r.uuid.startsWith("stall"))) {
+        stalls--;
+        await new Promise<void>((r) => (release = r));
+      }
+      return real.append(rows);
+    },
+  };
+  const j = new Journal(store, {
+    batchMax: 64,
+    batchDelayMs: 1,
+    retentionDays: 0,
+    metrics: new Registry(),
+    log: logger("test"),
+    commitTimeoutMs: 300,
+  });
+  try {
+    const t0 = performance.now();
+    await assert.rejects(j.accept(note("stall-1")), { name: "JournalUnavailable" });
+    const waited = performance.now() - t0;
+    assert.ok(waited >= 290 && waited < 1500, `answered after ${waited} ms`);
+    assert.equal(j.readiness().ready, false);
+    assert.match(j.readiness().reason!, /has not finished in 300 ms/);
+    // While the commit hangs, new events fail at once instead of queueing behind it.
+    const t1 = performance.now();
+    await assert.rejects(j.accept(note("meanwhile")), /stopped answering/);
+    assert.ok(performance.now() - t1 < 100);
+    // The database answers again: the late commit lands, the journal is ready, events flow.
+    release!();
+    const t2 = Date.now();
+    while (!j.readiness().ready && Date.now() - t2 < 5000) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(j.readiness().ready, true);
+    assert.equal((await j.accept(note("after"))).status, "stored");
+    // The stalled event was stored after all; a retry by its sender is a duplicate.
+    assert.deepEqual(await j.accept(note("stall-1")), { status: "duplicate" });
+  } finally {
+    await j.close();
+    await real.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -93,7 +93,18 @@ export function startCallTracker(journal: Journal, opts: CallTrackerOptions): Ca
           const changed = new Map<string, CallState>();
           const emitted: CallEvent[] = [];
           for (const ev of events) {
-            const r = reduceCall(states.get(ev.telephonySessionId), ev);
+            let r;
+            try {
+              r = reduceCall(states.get(ev.telephonySessionId), ev);
+            } catch (e) {
+              // One unreadable event or damaged record must not stop every call behind it.
+              skipped.inc();
+              opts.log.error("Call tracker skipped event {uuid}: {error}", {
+                uuid: ev.uuid,
+                error: e,
+              });
+              continue;
+            }
             if (r.state !== states.get(ev.telephonySessionId)) {
               states.set(ev.telephonySessionId, r.state);
               changed.set(ev.telephonySessionId, r.state);
@@ -125,8 +136,12 @@ export function startCallTracker(journal: Journal, opts: CallTrackerOptions): Ca
     },
   );
 
+  // The sweep writes call records too, so it runs only where the tracker runs (the lease
+  // holder), only once the tracker has caught up (a lagging tracker is not a silent call),
+  // and its commit is fenced by the same lease.
   const sweep = () =>
     serial(async () => {
+      if (!consumer.leader() || consumer.position() < await store.lastSeq()) return 0;
       const cutoff = now() - opts.staleSeconds * 1000;
       const rows = await store.staleCalls(cutoff, 500);
       const calls: CallRow[] = [];
@@ -143,12 +158,15 @@ export function startCallTracker(journal: Journal, opts: CallTrackerOptions): Ca
       await store.commit({
         calls,
         topicEvents: emitted.map((e) => toTopicEvent(e, CALLS_TOPIC, now())),
+        lease: consumer.lease,
       });
       opts.log.info("Closed {count} silent call(s) as stale", { count: calls.length });
       return calls.length;
     });
   const interval = Math.max(1000, Math.min(60_000, (opts.staleSeconds * 1000) / 4));
-  const timer = setInterval(() => void sweep().catch(() => {}), interval);
+  const timer = setInterval(() => {
+    sweep().catch((e) => opts.log.warn("Stale-call sweep failed: {error}", { error: e }));
+  }, interval);
 
   return {
     consumer,

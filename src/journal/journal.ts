@@ -26,6 +26,11 @@ export interface JournalOptions {
   now?: () => number;
   /** This instance's name in consumer leases (several instances may share one database). */
   instanceId?: string;
+  /**
+   * How long a group commit may take before its events are answered 503 (the database is
+   * stalled) and the journal turns not-ready; below RingCentral's 3 s deadline.
+   */
+  commitTimeoutMs?: number;
 }
 
 /**
@@ -51,6 +56,10 @@ export interface Consumer {
   position(): number;
   /** Resolves once the consumer has committed `seq` or beyond. */
   reached(seq: number): Promise<void>;
+  /** True while this instance holds the consumer's lease. */
+  leader(): boolean;
+  /** The lease that fences this consumer's commits (for writes it makes outside a batch). */
+  lease: { name: string; holder: string };
 }
 
 /** The durable journal behind the edge's accept() seam. */
@@ -68,6 +77,9 @@ export class Journal {
   #failure: { reason: string; since: number } | undefined;
   #probeTimer: ReturnType<typeof setInterval> | undefined;
   #retentionTimer: ReturnType<typeof setInterval> | undefined;
+  #firstPrune: ReturnType<typeof setTimeout> | undefined;
+  /** Set while a group commit is past its deadline: accepts fail fast until it settles. */
+  #stalled = false;
   #closed = false;
   #m: {
     batch: ReturnType<Registry["histogram"]>;
@@ -114,13 +126,16 @@ export class Journal {
     if (this.#opts.retentionDays > 0) {
       const run = () => void this.pruneOnce().catch(() => {});
       this.#retentionTimer = setInterval(run, 3600_000);
-      setTimeout(run, 1000);
+      this.#firstPrune = setTimeout(run, 1000);
     }
   }
 
   /** The accept() seam: resolves once the event is durable (or known), rejects with JournalUnavailable. */
   accept = (n: Notification): Promise<AcceptResult> => {
     if (this.#closed) return Promise.reject(new JournalUnavailable("the journal is shutting down"));
+    if (this.#stalled) {
+      return Promise.reject(new JournalUnavailable("the database has stopped answering"));
+    }
     return new Promise<AcceptResult>((resolve, reject) => {
       this.#pending.push({ n, resolve, reject });
       if (this.#inflight) return; // the batch in flight will take these when it lands
@@ -200,17 +215,29 @@ export class Journal {
         }
         wake = done;
       });
-    const sleepFor = (ms: number) =>
-      stopping ? Promise.resolve() : new Promise<void>((r) => setTimeout(r, ms));
+    // A pause only stop() cuts short (new events do not: they are what the pause gathers).
+    let unpause: (() => void) | undefined;
+    const pause = (ms: number) =>
+      stopping ? Promise.resolve() : new Promise<void>((resolve) => {
+        const t = setTimeout(done, ms);
+        function done() {
+          clearTimeout(t);
+          unpause = undefined;
+          resolve();
+        }
+        unpause = done;
+      });
     let lastBatchAt = -Infinity;
     const lease = { name: `consumer:${name}`, holder: this.instanceId };
+    // Lease timing uses the monotonic clock: a wall-clock step must not stall a consumer.
     let leaseRenewedAt = -Infinity;
+    const renew = () => this.store.lease(lease.name, lease.holder, CONSUMER_LEASE_MS);
     const loop = (async () => {
       let failures = 0;
       while (!stopping) {
         try {
-          if (this.#now() - leaseRenewedAt > CONSUMER_LEASE_MS / 3) {
-            const held = await this.store.lease(lease.name, lease.holder, CONSUMER_LEASE_MS);
+          if (performance.now() - leaseRenewedAt > CONSUMER_LEASE_MS / 3) {
+            const held = await renew();
             if (!held) {
               leaseRenewedAt = -Infinity;
               await sleep(1000);
@@ -221,23 +248,34 @@ export class Journal {
               position = await this.store.getCursor(name);
               settle();
             }
-            leaseRenewedAt = this.#now();
+            leaseRenewedAt = performance.now();
           }
-          const since = this.#now() - lastBatchAt;
+          const since = performance.now() - lastBatchAt;
           if (opts.minIntervalMs && since < opts.minIntervalMs) {
-            await sleepFor(opts.minIntervalMs - since);
+            await pause(Math.min(opts.minIntervalMs, opts.minIntervalMs - since));
           }
-          lastBatchAt = this.#now();
+          lastBatchAt = performance.now();
           dirty = false;
           const entries = await this.store.readAfter(position, batch);
           if (entries.length === 0) {
             if (!dirty) await sleep(5000);
             continue;
           }
-          const result = await handle(entries);
-          const cursor = entries[entries.length - 1].seq;
-          await this.store.commit({ consumer: name, cursor, lease, ...(result ?? {}) });
-          position = cursor;
+          // Keep the lease while a slow batch runs (a keeper riding out RingCentral's backoff).
+          const heartbeat = setInterval(() => {
+            renew().then((held) => {
+              if (held) leaseRenewedAt = performance.now();
+            }, () => {});
+          }, CONSUMER_LEASE_MS / 3);
+          let result;
+          try {
+            result = await handle(entries);
+            const cursor = entries[entries.length - 1].seq;
+            await this.store.commit({ consumer: name, cursor, lease, ...(result ?? {}) });
+            position = cursor;
+          } finally {
+            clearInterval(heartbeat);
+          }
           failures = 0;
           opts.committed?.();
           settle();
@@ -254,10 +292,14 @@ export class Journal {
         stopping = true;
         unsubscribe();
         wake?.();
+        unpause?.();
         await loop;
+        leaseRenewedAt = -Infinity;
         await this.store.releaseLease(lease.name, lease.holder).catch(() => {});
       },
       position: () => position,
+      leader: () => performance.now() - leaseRenewedAt < CONSUMER_LEASE_MS,
+      lease,
       reached: (seq) =>
         seq <= position
           ? Promise.resolve()
@@ -287,6 +329,7 @@ export class Journal {
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#retentionTimer);
+    clearTimeout(this.#firstPrune);
     clearInterval(this.#probeTimer);
     while (this.#pending.length > 0 || this.#inflight) {
       if (!this.#inflight) this.#flush();
@@ -314,11 +357,26 @@ export class Journal {
     const batch = this.#pending.splice(0, this.#opts.batchMax);
     const started = performance.now();
     const rows = batch.map((p) => toRow(p.n));
+    // A stalled database must not hold acks past RingCentral's deadline: after
+    // commitTimeoutMs the waiters get 503 and new events fail fast until the commit settles
+    // (if it lands later, those events are stored and a retry is answered "duplicate").
+    const deadline = setTimeout(() => {
+      this.#stalled = true;
+      const reason = `a commit has not finished in ${this.#opts.commitTimeoutMs ?? 2000} ms`;
+      this.#opts.log.error("Journal stalled: {reason}", { reason });
+      this.#setFailure({ reason, since: this.#now() });
+      const err = new JournalUnavailable(reason);
+      for (const p of batch.splice(0)) p.reject(err);
+      for (const p of this.#pending.splice(0)) p.reject(err);
+    }, this.#opts.commitTimeoutMs ?? 2000);
     this.#inflight = traced(
       "ringhook.journal.write",
       { "ringhook.batch.size": rows.length },
       () => this.store.append(rows),
-    ).then(
+    ).finally(() => {
+      clearTimeout(deadline);
+      this.#stalled = false;
+    }).then(
       (seqs) => {
         this.#m.commit.observe((performance.now() - started) / 1000);
         this.#m.batch.observe(batch.length);
@@ -364,17 +422,6 @@ export class Journal {
     } else if (!f && this.#probeTimer) {
       clearInterval(this.#probeTimer);
       this.#probeTimer = undefined;
-    }
-  }
-
-  async #retry<T>(fn: () => Promise<T>, stop: () => boolean): Promise<T> {
-    for (let i = 0;; i++) {
-      try {
-        return await fn();
-      } catch (e) {
-        if (stop()) throw e;
-        await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** i)));
-      }
     }
   }
 }

@@ -45,7 +45,7 @@ const SESSION_DEFAULTS = {
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
 type Sql = ReturnType<typeof postgres>;
-type Row = Record<string, unknown>;
+import { type Row, toCall, toEntry } from "./rows.ts";
 
 const SCHEMA_DDL = (s: string) => `
 CREATE TABLE IF NOT EXISTS ${s}.events (
@@ -578,32 +578,4 @@ class Watcher {
       void this.#listen();
     }, ms);
   }
-}
-
-function toEntry(r: Row): JournalEntry {
-  return {
-    seq: Number(r.seq),
-    uuid: String(r.uuid),
-    event: String(r.event),
-    subscriptionId: r.subscription_id === null ? null : String(r.subscription_id),
-    ownerId: r.owner_id === null ? null : String(r.owner_id),
-    receivedAt: Number(r.received_at),
-    // A plain Uint8Array (the driver returns a Buffer that may share a pooled slab).
-    raw: new Uint8Array(r.raw as Uint8Array),
-    headers: JSON.parse(String(r.headers)),
-  };
-}
-
-function toCall(r: Row): CallRow {
-  const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
-  return {
-    telephonySessionId: String(r.telephony_session_id),
-    state: r.state as CallRow["state"],
-    result: r.result === null ? null : String(r.result),
-    direction: r.direction === null ? null : String(r.direction),
-    startedAt: num(r.started_at),
-    endedAt: num(r.ended_at),
-    updatedAt: Number(r.updated_at),
-    data: String(r.data),
-  };
 }

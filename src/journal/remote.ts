@@ -12,7 +12,8 @@ export class EngineError extends Error {
   /** Builds the error from what the worker sent back. */
   constructor(e: { name?: string; message: string; code?: string }) {
     super(e.message);
-    this.name = "EngineError";
+    // Keep the engine's own kind (LeaseLost, ...) so callers can tell errors apart.
+    this.name = e.name && e.name !== "Error" ? e.name : "EngineError";
     this.code = e.code;
   }
 }

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
 `;
 
-type Row = Record<string, unknown>;
+import { type Row, toCall, toEntry } from "./rows.ts";
 
 /** Options for opening the database. */
 export interface SqliteOptions {
@@ -348,31 +348,4 @@ export class SqliteEngine {
       throw e;
     }
   }
-}
-
-function toEntry(r: Row): JournalEntry {
-  return {
-    seq: Number(r.seq),
-    uuid: String(r.uuid),
-    event: String(r.event),
-    subscriptionId: r.subscription_id === null ? null : String(r.subscription_id),
-    ownerId: r.owner_id === null ? null : String(r.owner_id),
-    receivedAt: Number(r.received_at),
-    raw: r.raw as Uint8Array,
-    headers: JSON.parse(String(r.headers)),
-  };
-}
-
-function toCall(r: Row): CallRow {
-  const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
-  return {
-    telephonySessionId: String(r.telephony_session_id),
-    state: r.state as CallRow["state"],
-    result: r.result === null ? null : String(r.result),
-    direction: r.direction === null ? null : String(r.direction),
-    startedAt: num(r.started_at),
-    endedAt: num(r.ended_at),
-    updatedAt: Number(r.updated_at),
-    data: String(r.data),
-  };
 }

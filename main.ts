@@ -14,10 +14,11 @@ import {
   unsubscribeCommand,
 } from "./src/cli/subscription.ts";
 import * as rt from "./src/runtime.ts";
+import { VERSION } from "./src/app.ts";
 
 const HELP = `ringhook: a RingCentral webhook gateway
 
-Usage: ringhook [command] [options]
+Usage: ringhook [command] [options]      (no command: serve; --version: the version)
 
 Commands:
   serve        run the server (default)
@@ -67,13 +68,18 @@ async function main(argv: string[]): Promise<number> {
     rt.print(HELP);
     return 0;
   }
-  const name = first === undefined || first.startsWith("-") ? "serve" : first;
+  if (first === "--version" || first === "-V" || first === "version") {
+    rt.print(`ringhook ${VERSION}`);
+    return 0;
+  }
+  // Only a bare invocation means `serve`: a mistyped flag must not start a server.
+  const name = first ?? "serve";
   const cmd = COMMANDS[name];
   if (!cmd) {
-    rt.printErr(`unknown command: ${name}\n\n${HELP}`);
+    rt.printErr(`unknown command or option: ${name}\n\n${HELP}`);
     return 2;
   }
-  const code = await cmd(name === first ? rest : argv);
+  const code = await cmd(rest);
   return typeof code === "number" ? code : 0;
 }
 

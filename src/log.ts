@@ -20,9 +20,13 @@ export interface LogSetup {
   write: (line: string) => void;
 }
 
-/** Configures LogTape for the whole process (it keeps one global configuration by design). */
-export async function setupLogging(setup: LogSetup): Promise<void> {
-  const scrub = makeScrubber(setup.secrets);
+/**
+ * Configures LogTape for the whole process (it keeps one global configuration by design).
+ * Returns a function that replaces the secrets to scrub (after a reload, or once a token was
+ * generated), so a rotated or generated secret is never logged either.
+ */
+export async function setupLogging(setup: LogSetup): Promise<(secrets: string[]) => void> {
+  let scrub = makeScrubber(setup.secrets);
   const format = setup.format === "json" ? formatJson : formatPretty;
   await configure({
     reset: true,
@@ -32,6 +36,7 @@ export async function setupLogging(setup: LogSetup): Promise<void> {
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["main"] },
     ],
   });
+  return (secrets) => void (scrub = makeScrubber(secrets));
 }
 
 /** Removes the LogTape configuration (tests). */

@@ -19,15 +19,17 @@ export function exitOnConfigErrors(result: ConfigResult): Config {
 }
 
 /** Log lines go to stdout through a buffer; flush before exit. */
-export async function startLogging(config: Config): Promise<{ flush: () => Promise<void> }> {
+export async function startLogging(
+  config: Config,
+): Promise<{ flush: () => Promise<void>; setSecrets: (secrets: string[]) => void }> {
   const out = bufferedWriter((b) => writeAll(Deno.stdout, b));
-  await setupLogging({
+  const setSecrets = await setupLogging({
     level: config.logLevel,
     format: config.logFormat,
     secrets: secretsOf(config),
     write: out.write,
   });
-  return out;
+  return { flush: out.flush, setSecrets };
 }
 
 async function writeAll(w: { write(p: Uint8Array): Promise<number> }, b: Uint8Array) {
@@ -71,12 +73,15 @@ export function serve(
   });
 }
 
-/** Calls `fn` once on the first SIGTERM or SIGINT. */
-export function onShutdownSignal(fn: (signal: string) => void): void {
+/** Calls `fn` on the first SIGTERM or SIGINT, and `again` on any later one. */
+export function onShutdownSignal(
+  fn: (signal: string) => void,
+  again: (signal: string) => void,
+): void {
   let fired = false;
   for (const sig of ["SIGTERM", "SIGINT"] as const) {
     Deno.addSignalListener(sig, () => {
-      if (fired) return;
+      if (fired) return again(sig);
       fired = true;
       fn(sig);
     });

@@ -5,10 +5,13 @@
 import { createApp } from "./app.ts";
 import { openStore, storeLocation } from "./journal/open.ts";
 import { logger } from "./log.ts";
+import { secretsOf } from "./config.ts";
 import * as rt from "./runtime.ts";
 
 /** How long SIGTERM waits for in-flight requests before closing anyway. */
 const DRAIN_TIMEOUT_MS = 10_000;
+/** How long the whole shutdown may take before the process exits anyway (exit code 1). */
+const SHUTDOWN_TIMEOUT_MS = 25_000;
 
 /** Runs the server until a shutdown signal; exits 0 after draining. */
 export async function serveCommand(): Promise<void> {
@@ -26,6 +29,8 @@ export async function serveCommand(): Promise<void> {
     rt.exit(1);
   }
   const app = await createApp(config, store);
+  // A generated token is a secret too: scrub it from every log line from now on.
+  logs.setSecrets([...secretsOf(config), ...app.auth().tokens]);
 
   if (
     config.allowUnverified && config.verificationTokens.length === 0 && !config.hmacSecrets.length
@@ -79,27 +84,53 @@ export async function serveCommand(): Promise<void> {
       log.error("Reload refused: {errors}", { errors: next.errors });
       return;
     }
-    app.reloadSecrets(next.config).catch((e) => log.error("Reload failed: {error}", { error: e }));
+    app.reloadSecrets(next.config).then(
+      () => logs.setSecrets([...secretsOf(next.config), ...app.auth().tokens]),
+      (e) => log.error("Reload failed: {error}", { error: e }),
+    );
   });
 
-  await new Promise<void>((resolve) => {
-    rt.onShutdownSignal(async (signal) => {
-      app.beginDrain();
-      log.info("{signal}: draining {inflight} in-flight request(s)", { signal, inflight });
-      if (inflight > 0) {
-        await Promise.race([
-          new Promise<void>((r) => idle.push(r)),
-          new Promise((r) => setTimeout(r, DRAIN_TIMEOUT_MS)),
-        ]);
+  const code = await new Promise<number>((resolve) => {
+    const stop = async (signal: string) => {
+      // Whatever hangs (a stalled database, a stuck request), the process ends in time.
+      const deadline = setTimeout(() => {
+        log.error("Shutdown did not finish in {seconds} s; exiting", {
+          seconds: SHUTDOWN_TIMEOUT_MS / 1000,
+        });
+        logs.flush().finally(() => resolve(1));
+      }, SHUTDOWN_TIMEOUT_MS);
+      try {
+        await drain(signal);
+        clearTimeout(deadline);
+        resolve(0);
+      } catch (e) {
+        clearTimeout(deadline);
+        log.error("Shutdown failed: {error}", { error: e });
+        await logs.flush();
+        resolve(1);
       }
-      await served.shutdown();
-      await adminServed?.shutdown();
-      await app.close();
-      await store.close();
-      log.info("Stopped cleanly");
-      await logs.flush();
-      resolve();
+    };
+    rt.onShutdownSignal(stop, (signal) => {
+      log.warn("{signal} again: exiting now", { signal });
+      logs.flush().finally(() => resolve(1));
     });
   });
-  rt.exit(0);
+  rt.exit(code);
+
+  async function drain(signal: string): Promise<void> {
+    app.beginDrain();
+    log.info("{signal}: draining {inflight} in-flight request(s)", { signal, inflight });
+    if (inflight > 0) {
+      await Promise.race([
+        new Promise<void>((r) => idle.push(r)),
+        new Promise((r) => setTimeout(r, DRAIN_TIMEOUT_MS)),
+      ]);
+    }
+    await served.shutdown();
+    await adminServed?.shutdown();
+    await app.close();
+    await store!.close();
+    log.info("Stopped cleanly");
+    await logs.flush();
+  }
 }

@@ -158,15 +158,22 @@ Deno.test("e2e: token prints the generated token; doctor explains failures; usag
     assert.match(bad.stdout, /FAIL config\s+RINGHOOK_PORT/);
 
     for (
-      const args of [["calls", "--limit", "x"], ["events", "--since", "never"], ["nope"], [
-        "simulate",
-      ]]
+      const args of [
+        ["calls", "--limit", "x"],
+        ["events", "--since", "never"],
+        ["nope"],
+        ["simulate"],
+        ["--port", "9000"],
+      ]
     ) {
       const r = await cli(args, env);
       assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
     }
+    const version = await cli(["--version"], env);
+    assert.equal(version.code, 0);
+    assert.match(version.stdout, /^ringhook \d+\.\d+\.\d+$/m);
     for (const cmd of ["serve", "simulate", "events", "calls", "doctor", "token"]) {
-      const r = await cli(cmd === "serve" ? ["--help"] : [cmd, "--help"], env);
+      const r = await cli([cmd, "--help"], env);
       assert.equal(r.code, 0, cmd);
       assert.match(r.stdout, /Usage: ringhook/);
     }

@@ -82,6 +82,9 @@ export const SECRET_VARS = [
   "RINGHOOK_DATABASE_URL",
 ] as const;
 
+/** The shortest token or secret accepted. */
+export const MIN_SECRET_LENGTH = 8;
+
 const LOG_LEVELS: LogLevel[] = ["trace", "debug", "info", "warning", "error", "fatal"];
 
 /** The default telephony + SMS + voicemail filters, with ~ for the authorised account/extension. */
@@ -156,6 +159,14 @@ export function loadConfig(
     }
   }
   const hmacSecrets = list(secret("RINGHOOK_HMAC_SECRET"));
+  // Short secrets are guessable, and too short to scrub from log lines without mangling them.
+  const tooShort = (name: string, values: string[]) => {
+    if (values.some((v) => v.length < MIN_SECRET_LENGTH)) {
+      errors.push(`${name}: each value must be at least ${MIN_SECRET_LENGTH} characters long`);
+    }
+  };
+  tooShort("RINGHOOK_VERIFICATION_TOKEN", verificationTokens);
+  tooShort("RINGHOOK_HMAC_SECRET", hmacSecrets);
   const hmacHeader = get("RINGHOOK_HMAC_HEADER") ?? "X-Hub-Signature-256";
   if (!/^[A-Za-z0-9-]+$/.test(hmacHeader)) {
     errors.push(`RINGHOOK_HMAC_HEADER: ${JSON.stringify(hmacHeader)} is not a header name`);
@@ -185,6 +196,7 @@ export function loadConfig(
   const commitTimeoutMs = int("RINGHOOK_COMMIT_TIMEOUT_MS", 2000, 100, 60_000);
 
   const adminTokens = list(secret("RINGHOOK_ADMIN_TOKEN"));
+  tooShort("RINGHOOK_ADMIN_TOKEN", adminTokens);
   const adminPortRaw = get("RINGHOOK_ADMIN_PORT");
   const adminPort = adminPortRaw === undefined
     ? undefined
@@ -203,7 +215,8 @@ export function loadConfig(
   if (!isHttpUrl(server)) errors.push(`RINGHOOK_RC_SERVER: ${server} is not an http(s) URL`);
   const publicUrl = get("RINGHOOK_PUBLIC_URL");
   if (publicUrl !== undefined && !isHttpUrl(publicUrl)) {
-    errors.push(`RINGHOOK_PUBLIC_URL: ${publicUrl} is not an http(s) URL`);
+    // Not echoed: a query string may hold a token.
+    errors.push("RINGHOOK_PUBLIC_URL: is not an http(s) URL");
   }
   const eventFilters = list(get("RINGHOOK_RC_EVENT_FILTERS"));
   const ringcentral: RingCentralConfig = {

@@ -59,6 +59,28 @@ export function redactHeaders(headers: Headers, extra: string[] = []): Record<st
   return out;
 }
 
+/**
+ * A URL safe to print: the password and every query value (RingCentral's own samples put
+ * tokens there) replaced with ***.
+ */
+export function redactUrl(u: string): string {
+  try {
+    const url = new URL(u);
+    if (url.password) url.password = "***";
+    const keys = [...url.searchParams.keys()];
+    url.search = "";
+    let out = url.toString();
+    if (keys.length > 0) {
+      const hash = out.indexOf("#");
+      const query = "?" + keys.map((k) => `${encodeURIComponent(k)}=***`).join("&");
+      out = hash < 0 ? out + query : out.slice(0, hash) + query + out.slice(hash);
+    }
+    return out;
+  } catch {
+    return "(not a URL)";
+  }
+}
+
 /** Shows the first bytes of a body safely: lossy UTF-8, truncated, JSON-escaped. */
 export function previewBody(raw: Uint8Array, max = 256): string {
   const text = new TextDecoder().decode(raw.subarray(0, max));

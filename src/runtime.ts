@@ -108,11 +108,6 @@ export function exit(code: number): never {
   Deno.exit(code);
 }
 
-/** One environment variable. */
-export function env(name: string): string | undefined {
-  return Deno.env.get(name);
-}
-
 /** The command-line arguments. */
 export function args(): string[] {
   return Deno.args;

@@ -6,7 +6,7 @@ import { parseCommand } from "./args.ts";
 import { type Config, secretsOf } from "../config.ts";
 import { openStore, storeLocation } from "../journal/open.ts";
 import { ringCentralClient } from "../app.ts";
-import { makeScrubber } from "../log.ts";
+import { makeScrubber, redactUrl } from "../log.ts";
 import * as rt from "../runtime.ts";
 
 const HELP = `Usage: ringhook doctor [--json] [--timeout SECONDS]
@@ -62,12 +62,15 @@ export async function diagnose(config: Config, timeoutMs = 5000): Promise<Check[
   if (!pub) {
     out.push({ name: "public-url", status: "skip", detail: "RINGHOOK_PUBLIC_URL is not set" });
   } else {
+    const shown = redactUrl(pub);
     try {
       const token = `doctor-${crypto.randomUUID()}`;
       const t0 = performance.now();
       const res = await fetch(pub, {
         method: "POST",
         headers: { "Validation-Token": token, "Content-Type": "application/json" },
+        // RingCentral is not known to follow redirects: a redirect is a failure here.
+        redirect: "manual",
         signal: AbortSignal.timeout(timeoutMs),
       });
       const ms = Math.round(performance.now() - t0);
@@ -78,13 +81,14 @@ export async function diagnose(config: Config, timeoutMs = 5000): Promise<Check[
           ? {
             name: "public-url",
             status: "pass",
-            detail: `${pub} answers the handshake in ${ms} ms`,
+            detail: `${shown} answers the handshake in ${ms} ms`,
           }
           : {
             name: "public-url",
             status: "fail",
-            detail:
-              `${pub} answered ${res.status}${echoed ? "" : " without echoing Validation-Token"}` +
+            detail: `${shown} answered ${res.status}` +
+              (res.status >= 300 && res.status < 400 ? " (a redirect)" : "") +
+              (echoed ? "" : " without echoing Validation-Token") +
               ": RingCentral would refuse the subscription (SUB-520/SUB-525)",
           },
       );
@@ -92,7 +96,7 @@ export async function diagnose(config: Config, timeoutMs = 5000): Promise<Check[
       out.push({
         name: "public-url",
         status: "fail",
-        detail: `${pub} is unreachable from here (${msg(e)}): RingCentral would answer CMN-101`,
+        detail: `${shown} is unreachable from here (${msg(e)}): RingCentral would answer CMN-101`,
       });
     }
   }

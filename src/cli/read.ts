@@ -217,7 +217,7 @@ async function run(
   try {
     f = await fetcher(
       a.url as string | undefined,
-      (a["admin-token"] as string | undefined) ?? rt.env("RINGHOOK_ADMIN_TOKEN")?.split(",")[0],
+      (a["admin-token"] as string | undefined) ?? adminToken(),
     );
   } catch (e) {
     rt.printErr(`error: ${(e as Error).message}`);
@@ -231,6 +231,12 @@ async function run(
   } finally {
     await f.close();
   }
+}
+
+/** The first configured admin token (from the environment, a _FILE or credentials). */
+function adminToken(): string | undefined {
+  const c = rt.configFromEnv();
+  return c.ok ? c.config.adminTokens[0] : undefined;
 }
 
 function fail(r: { status: number; body: Record<string, unknown> }): number {

@@ -50,29 +50,39 @@ export interface SimulateOptions {
   only?: string[];
 }
 
+/** The /webhook URL for a base URL or a /webhook URL. */
+function webhookUrl(url: string): string {
+  const u = url.replace(/\/+$/, "");
+  return u.endsWith("/webhook") ? u : `${u}/webhook`;
+}
+
+/** POSTs a RingCentral-shaped body: the token and signature headers, then `extra` ("" deletes). */
+async function postTo(
+  o: SimulateOptions,
+  url: string,
+  p: Payload | string | Uint8Array,
+  extra: Record<string, string> = {},
+): Promise<Response> {
+  const body = p instanceof Uint8Array
+    ? p
+    : new TextEncoder().encode(typeof p === "string" ? p : JSON.stringify(p));
+  const h: Record<string, string> = {
+    "Content-Type": "application/json; charset=UTF-8",
+    "User-Agent": "RingCentral-Webhook/8.3 (ringhook-simulate)",
+  };
+  if (o.token !== undefined) h["Verification-Token"] = o.token;
+  if (o.hmacSecret) h[o.hmacHeader] = "sha256=" + await hmacHex(o.hmacSecret, body);
+  const headers = { ...h, ...extra };
+  for (const [k, v] of Object.entries(extra)) if (v === "") delete headers[k];
+  // Never follow a redirect: the token must not travel to another origin.
+  return await fetch(url, { method: "POST", headers, body: body as BodyInit, redirect: "manual" });
+}
+
 /** Runs every scenario against a ringhook and returns the results. */
 export async function simulate(o: SimulateOptions): Promise<ScenarioResult[]> {
-  const url = o.url.replace(/\/+$/, "").endsWith("/webhook")
-    ? o.url.replace(/\/+$/, "")
-    : `${o.url.replace(/\/+$/, "")}/webhook`;
-  const enc = new TextEncoder();
-  const headersFor = async (body: Uint8Array, extra: Record<string, string> = {}) => {
-    const h: Record<string, string> = {
-      "Content-Type": "application/json; charset=UTF-8",
-      "User-Agent": "RingCentral-Webhook/8.3 (ringhook-simulate)",
-    };
-    if (o.token !== undefined) h["Verification-Token"] = o.token;
-    if (o.hmacSecret) h[o.hmacHeader] = "sha256=" + await hmacHex(o.hmacSecret, body);
-    return { ...h, ...extra };
-  };
-  const post = async (p: Payload | string | Uint8Array, extra: Record<string, string> = {}) => {
-    const body = p instanceof Uint8Array
-      ? p
-      : enc.encode(typeof p === "string" ? p : JSON.stringify(p));
-    const headers = await headersFor(body, extra);
-    for (const [k, v] of Object.entries(extra)) if (v === "") delete headers[k];
-    return await fetch(url, { method: "POST", headers, body: body as BodyInit });
-  };
+  const url = webhookUrl(o.url);
+  const post = (p: Payload | string | Uint8Array, extra: Record<string, string> = {}) =>
+    postTo(o, url, p, extra);
   const results: ScenarioResult[] = [];
   const check = async (
     name: string,
@@ -106,7 +116,7 @@ export async function simulate(o: SimulateOptions): Promise<ScenarioResult[]> {
         "Content-Type": "application/json",
       };
       if (o.token !== undefined) h["Verification-Token"] = o.token;
-      const res = await fetch(url, { method: "POST", headers: h });
+      const res = await fetch(url, { method: "POST", headers: h, redirect: "manual" });
       const text = await res.text();
       let size = `HTTP/1.1 ${res.status} ${res.statusText}\r\n`.length + 2 + text.length;
       for (const [k, v] of res.headers) size += k.length + v.length + 4;
@@ -119,7 +129,7 @@ export async function simulate(o: SimulateOptions): Promise<ScenarioResult[]> {
     },
   );
   await check("empty-post", '200 {"status":"ok"}', async () => {
-    const res = await fetch(url, { method: "POST", headers: await headersFor(new Uint8Array()) });
+    const res = await post(new Uint8Array());
     const body = await res.text();
     return {
       ok: res.status === 200 && JSON.parse(body).status === "ok",
@@ -127,12 +137,12 @@ export async function simulate(o: SimulateOptions): Promise<ScenarioResult[]> {
     };
   });
   await check("get-challenge", "200 text/plain echo", async () => {
-    const res = await fetch(`${url}?hub.challenge=sim-${Date.now()}`);
+    const res = await fetch(`${url}?hub.challenge=sim-${Date.now()}`, { redirect: "manual" });
     const body = await res.text();
     return { ok: res.status === 200 && body.startsWith("sim-"), got: `${res.status} ${body}` };
   });
   await check("get-no-challenge", "400", async () => {
-    const res = await fetch(url);
+    const res = await fetch(url, { redirect: "manual" });
     await res.body?.cancel();
     return { ok: res.status === 400, got: String(res.status) };
   });
@@ -165,9 +175,7 @@ export async function simulate(o: SimulateOptions): Promise<ScenarioResult[]> {
     return { ok: res.status === 200 && body.status === "received", got: `${res.status}` };
   });
   await check("bad-token", "401", async () => {
-    const body = enc.encode(JSON.stringify(inboundSms()));
-    const headers = await headersFor(body, { "Verification-Token": "wrong-token-" + Date.now() });
-    const res = await fetch(url, { method: "POST", headers, body });
+    const res = await post(inboundSms(), { "Verification-Token": "wrong-token-" + Date.now() });
     await res.body?.cancel();
     return { ok: res.status === 401, got: String(res.status) };
   });
@@ -218,15 +226,15 @@ export async function simulateCommand(argv: string[]): Promise<number> {
     rt.printErr(`--url is required\n\n${HELP}`);
     return 2;
   }
-  const env = rt.env;
-  const token = a.token ?? env("RINGHOOK_VERIFICATION_TOKEN")?.split(",")[0]?.trim() ??
-    await localToken();
+  // Defaults come from this machine's configuration (secrets from _FILE too), when it is valid.
+  const c = rt.configFromEnv();
+  const config = c.ok ? c.config : undefined;
   const opts: SimulateOptions = {
     url: a.url,
-    token,
-    hmacSecret: a["hmac-secret"] ?? env("RINGHOOK_HMAC_SECRET")?.split(",")[0],
-    hmacHeader: a["hmac-header"] ?? env("RINGHOOK_HMAC_HEADER") ?? "X-Hub-Signature-256",
-    maxBodyBytes: Number(a["max-body-bytes"] ?? env("RINGHOOK_MAX_BODY_BYTES") ?? 1048576),
+    token: a.token ?? await localToken(),
+    hmacSecret: a["hmac-secret"] ?? config?.hmacSecrets[0],
+    hmacHeader: a["hmac-header"] ?? config?.hmacHeader ?? "X-Hub-Signature-256",
+    maxBodyBytes: Number(a["max-body-bytes"] ?? config?.maxBodyBytes ?? 1048576),
     only: a.only?.split(","),
   };
   if (a.call) {
@@ -250,18 +258,12 @@ export async function simulateCommand(argv: string[]): Promise<number> {
 }
 
 async function sendCall(o: SimulateOptions, outcome: "answered" | "missed" | "voicemail") {
-  const url = o.url.replace(/\/+$/, "").endsWith("/webhook")
-    ? o.url
-    : `${o.url.replace(/\/+$/, "")}/webhook`;
+  const url = webhookUrl(o.url);
   const flow = inboundCall(outcome);
   const statuses: number[] = [];
   for (const p of flow) {
-    const body = new TextEncoder().encode(JSON.stringify(p));
-    const headers: Record<string, string> = { "Content-Type": "application/json" };
-    if (o.token) headers["Verification-Token"] = o.token;
-    if (o.hmacSecret) headers[o.hmacHeader] = "sha256=" + await hmacHex(o.hmacSecret, body);
     try {
-      const res = await fetch(url, { method: "POST", headers, body });
+      const res = await postTo(o, url, p);
       await res.body?.cancel();
       statuses.push(res.status);
     } catch (e) {

@@ -8,6 +8,7 @@ import { generatedToken } from "../app.ts";
 import { openStore, storeLocation } from "../journal/open.ts";
 import { readSetting } from "./local.ts";
 import { parseCommand } from "./args.ts";
+import { redactUrl } from "../log.ts";
 import type { Store } from "../journal/types.ts";
 import {
   isNotFound,
@@ -375,26 +376,6 @@ function inDays(iso?: string): string {
   if (sec < 3600) return ` (in ${sec} s)`;
   if (sec < 2 * 86400) return ` (in ${Math.round(sec / 3600)} h)`;
   return ` (in ${Math.round(sec / 86400)} days)`;
-}
-
-/** The URL with credentials and query values masked (RingCentral's samples put secrets there). */
-export function redactUrl(u: string): string {
-  try {
-    const url = new URL(u);
-    if (url.username) url.username = "***";
-    if (url.password) url.password = "***";
-    const q = [...url.searchParams.keys()];
-    url.search = "";
-    let out = url.toString();
-    if (q.length > 0) {
-      const hash = out.indexOf("#");
-      const query = "?" + q.map((k) => `${encodeURIComponent(k)}=***`).join("&");
-      out = hash < 0 ? out + query : out.slice(0, hash) + query + out.slice(hash);
-    }
-    return out;
-  } catch {
-    return "(not a URL)";
-  }
 }
 
 /** Prints a RingCentral (or other) failure on one line, with a hint; returns 1. */

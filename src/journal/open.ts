@@ -6,26 +6,16 @@
 import type { Config } from "../config.ts";
 import { openSqliteStore } from "./remote.ts";
 import type { Store } from "./types.ts";
+import { redactUrl } from "../log.ts";
 
 /** The SQLite database file for a config's data directory. */
 export function sqlitePath(config: Config): string {
   return `${config.dataDir.replace(/\/+$/, "")}/ringhook.db`;
 }
 
-/** The URL with its password replaced, for log lines and error messages. */
-export function redactDatabaseUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return "postgres://[unparseable URL]";
-  }
-}
-
 /** Where the store lives, safe to print: the SQLite path, or the URL without its password. */
 export function storeLocation(config: Config): string {
-  return config.databaseUrl ? redactDatabaseUrl(config.databaseUrl) : sqlitePath(config);
+  return config.databaseUrl ? redactUrl(config.databaseUrl) : sqlitePath(config);
 }
 
 /** Opens the configured store; `busyTimeoutMs` applies to SQLite's wait for another writer. */

@@ -119,12 +119,16 @@ Deno.test("e2e walk-through: start, simulate a call, watch it in calls and event
 
     const token = await cli(["token"], env);
     assert.equal(token.stdout.trim(), TOKEN);
-    const doctor = await cli(["doctor"], { ...env, RINGHOOK_PUBLIC_URL: `${s.url}/webhook` });
+    const doctor = await cli(["doctor"], {
+      ...env,
+      RINGHOOK_PUBLIC_URL: `${s.url}/webhook?auth_token=SECRET-IN-URL-42`,
+    });
     assert.equal(doctor.code, 0, doctor.stdout);
     assert.match(
       doctor.stdout,
-      /PASS public-url\s+http:\/\/127\.0\.0\.1:\d+\/webhook answers the handshake/,
+      /PASS public-url\s+http:\/\/127\.0\.0\.1:\d+\/webhook\?auth_token=\*\*\* answers/,
     );
+    assert.ok(!doctor.stdout.includes("SECRET-IN-URL-42"), "no secret from the URL in the output");
     assert.match(doctor.stdout, /SKIP ringcentral/);
   } finally {
     assert.equal((await s.stop()).code, 0);
@@ -180,5 +184,49 @@ Deno.test("e2e: token prints the generated token; doctor explains failures; usag
   } finally {
     await s.stop();
     await Deno.remove(s.dataDir, { recursive: true });
+  }
+});
+
+Deno.test("e2e: simulate and doctor do not follow redirects (the token stays at the origin)", async () => {
+  const seen: string[] = [];
+  const target = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req) => {
+    seen.push(req.headers.get("verification-token") ?? "");
+    return new Response("{}", { headers: { "Validation-Token": "x" } });
+  });
+  const redirector = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    () =>
+      new Response(null, {
+        status: 307,
+        headers: { Location: `http://127.0.0.1:${target.addr.port}/webhook` },
+      }),
+  );
+  const dataDir = await Deno.makeTempDir();
+  try {
+    const url = `http://127.0.0.1:${redirector.addr.port}`;
+    const sim = await cli([
+      "simulate",
+      "--url",
+      url,
+      "--token",
+      "tok-STAYS-HOME-77",
+      "--only",
+      "sms",
+    ]);
+    assert.equal(sim.code, 1);
+    const doctor = await cli(["doctor", "--json"], {
+      RINGHOOK_DATA_DIR: dataDir,
+      RINGHOOK_PUBLIC_URL: `${url}/webhook`,
+    });
+    const pub = doctor.stdout.trim().split("\n").map((l) => JSON.parse(l)).find((c) =>
+      c.name === "public-url"
+    );
+    assert.equal(pub.status, "fail");
+    assert.match(pub.detail, /answered 307 \(a redirect\)/);
+    assert.deepEqual(seen, [], "nothing reached the redirect's target");
+  } finally {
+    await redirector.shutdown();
+    await target.shutdown();
+    await Deno.remove(dataDir, { recursive: true });
   }
 });

@@ -16,7 +16,7 @@ import {
   withoutBookkeeping,
 } from "../../src/calls/tracker.ts";
 import { type CallOutcome, inboundCall, type Payload } from "../../src/cli/payloads.ts";
-import { redactDatabaseUrl } from "../../src/journal/open.ts";
+import { redactUrl } from "../../src/log.ts";
 
 const PG_URL = Deno.env.get("RINGHOOK_TEST_DATABASE_URL") ??
   "postgres://postgres@127.0.0.1:5432/test";
@@ -35,7 +35,7 @@ async function pgAdmin(): Promise<Sql> {
   } catch (e) {
     await admin.end({ timeout: 1 }).catch(() => {});
     throw new Error(
-      `PostgreSQL is unreachable at ${redactDatabaseUrl(PG_URL)} (${(e as Error).message}). ` +
+      `PostgreSQL is unreachable at ${redactUrl(PG_URL)} (${(e as Error).message}). ` +
         "Start it (CI does) or point RINGHOOK_TEST_DATABASE_URL at one; " +
         "set RINGHOOK_TEST_SKIP_PG=1 only to skip the PostgreSQL tests on purpose.",
     );

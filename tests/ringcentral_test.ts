@@ -918,3 +918,38 @@ Deno.test("keeper: start() checks on its interval, stop() cancels timers and cal
     assert.equal(fake.requestsInPenalty, 0);
   });
 });
+
+Deno.test("ensureSubscription changes nothing at RingCentral once beforeChange says the lease is gone", async () => {
+  const calls: string[] = [];
+  const api = {
+    getSubscription: () => Promise.reject(new Error("not used")),
+    listSubscriptions: () => (calls.push("list"), Promise.resolve([])),
+    createSubscription: () => (calls.push("create"), Promise.reject(new Error("must not run"))),
+    renewSubscription: () => Promise.reject(new Error("not used")),
+    updateSubscription: () => Promise.reject(new Error("not used")),
+    deleteSubscription: () => Promise.reject(new Error("not used")),
+  };
+  const settings = new Map<string, string>();
+  const store = {
+    lease: () => Promise.resolve(true),
+    getSetting: (k: string) => Promise.resolve(settings.get(k)),
+    setSetting: (k: string, v: string) => Promise.resolve(void settings.set(k, v)),
+  };
+  await assert.rejects(
+    ensureSubscription({
+      api: api as unknown as Parameters<typeof ensureSubscription>[0]["api"],
+      store,
+      spec: {
+        publicUrl: "https://hooks.example.com/webhook",
+        eventFilters: ["/restapi/v1.0/account/~/telephony/sessions"],
+        expiresIn: 315360000,
+        reminderThreshold: 0,
+        reminderInterval: 0,
+      },
+      beforeChange: () => Promise.resolve(false),
+    }),
+    { name: "LeaseLost" },
+  );
+  assert.deepEqual(calls, ["list"], "listed, then stopped before creating");
+  assert.equal(settings.size, 0);
+});

@@ -68,7 +68,8 @@ export function createWebhook(
   );
 
   return async (req, url, info) => {
-    const started = now();
+    const started = performance.now(); // durations: monotonic
+    const receivedAt = now(); // the journal's receive time: wall clock
     if (req.method === "OPTIONS") {
       return new Response(null, { status: 204, headers: { Allow: ALLOW } });
     }
@@ -195,7 +196,7 @@ export function createWebhook(
       ...parsed.value,
       raw: body,
       headers: keptHeaders(req.headers),
-      receivedAt: started,
+      receivedAt,
     };
     info.uuid = n.uuid;
     info.event = n.event;
@@ -227,7 +228,7 @@ export function createWebhook(
         message: "the journal cannot store events right now; nothing was stored",
       }, { "Retry-After": "5" });
     }
-    ackLatency.observe((now() - started) / 1000);
+    ackLatency.observe((performance.now() - started) / 1000);
     if (outcome.status === "duplicate") {
       received.inc({ outcome: "duplicate" });
       info.kind = "duplicate";

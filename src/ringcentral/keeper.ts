@@ -95,6 +95,20 @@ export interface EnsureOptions {
   signal?: AbortSignal;
   /** Delete and create the subscription even when it matches (`subscribe --recreate`). */
   forceRecreate?: boolean;
+  /**
+   * Called right before each change at RingCentral (delete, update, create); false aborts.
+   * The keeper renews and checks its lease here, so a pass that outlived its lease (a slow
+   * API, a long backoff) cannot create a second subscription beside another instance's.
+   */
+  beforeChange?: () => Promise<boolean>;
+}
+
+/** Thrown when the lease was lost between checking and changing the subscription. */
+class LeaseLostBeforeChange extends Error {
+  constructor() {
+    super("the keeper lease was lost before changing the subscription");
+    this.name = "LeaseLost";
+  }
 }
 
 /** The renewal reminder filter, or undefined when the threshold is 0. */
@@ -205,6 +219,7 @@ export async function ensureSubscription(o: EnsureOptions): Promise<EnsureResult
       recreateReason = "recreate requested";
     }
     if (recreateReason !== undefined) {
+      await fence(o);
       try {
         await api.deleteSubscription(existing.id, { signal });
         emit("deleted", existing.id, recreateReason);
@@ -212,6 +227,7 @@ export async function ensureSubscription(o: EnsureOptions): Promise<EnsureResult
         if (!isNotFound(e)) throw e;
       }
     } else if (!filtersMatch(wanted, existing.eventFilters ?? [])) {
+      await fence(o);
       const updated = await api.updateSubscription(existing.id, {
         eventFilters: wanted,
         expiresIn: spec.expiresIn,
@@ -230,6 +246,7 @@ export async function ensureSubscription(o: EnsureOptions): Promise<EnsureResult
   };
   if (spec.verificationToken) body.deliveryMode.verificationToken = spec.verificationToken;
   let created: SubscriptionInfo;
+  await fence(o);
   try {
     created = await api.createSubscription(body, { signal });
   } catch (e) {
@@ -240,6 +257,10 @@ export async function ensureSubscription(o: EnsureOptions): Promise<EnsureResult
   const action = id || existing ? "recreated" : "created";
   emit(action, created.id, recreateReason);
   return { action, subscription: created, adopted };
+}
+
+async function fence(o: EnsureOptions): Promise<void> {
+  if (o.beforeChange && !(await o.beforeChange())) throw new LeaseLostBeforeChange();
 }
 
 /** The Keeper's settings beyond ensureSubscription's. */
@@ -352,6 +373,7 @@ export class Keeper {
           ...this.#o,
           onTransition: (t) => this.#transition(t),
           signal: this.#abort.signal,
+          beforeChange: () => this.#lease(),
         });
         this.#current = r.subscription;
         const disabled = r.subscription.disabledFilters ?? [];

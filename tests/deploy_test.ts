@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { loadConfig, SECRET_VARS } from "../src/config.ts";
-import { ROOT, serveFlags, startServer } from "./helpers.ts";
+import { childEnv, ROOT, serveFlags, startServer } from "./helpers.ts";
 
 /** Fails unless `text` contains `part`. */
 function includes(text: string, part: string, message?: string): void {
@@ -375,13 +375,7 @@ async function healthcheck(
     args: ["run", ...serveFlags(), `${ROOT}main.ts`, "healthcheck", ...args],
     cwd: ROOT,
     clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      HOME: Deno.env.get("HOME") ?? "/tmp",
-      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-      NO_COLOR: "1",
-      ...env,
-    },
+    env: childEnv(env),
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -5,6 +5,8 @@
 import { type Config, loadConfig } from "../src/config.ts";
 import { type App, createApp } from "../src/app.ts";
 import { openSqliteStore } from "../src/journal/remote.ts";
+import { type CallState, parseTelephonyEvent, reduceCall } from "../src/calls/tracker.ts";
+import type { Payload } from "../src/cli/payloads.ts";
 
 /** The repository root. */
 export const ROOT = new URL("../", import.meta.url).pathname;
@@ -83,6 +85,56 @@ export function serveFlags(): string[] {
   return m[1].split(/\s+/);
 }
 
+/** The environment a child ringhook gets: nothing of ours but PATH, HOME and DENO_DIR. */
+export function childEnv(env: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+    HOME: Deno.env.get("HOME") ?? "/tmp",
+    ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
+    NO_COLOR: "1",
+    ...env,
+  };
+}
+
+/** Runs `main.ts <args>` with the start task's permission flags and a clean environment. */
+export async function runMain(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...serveFlags(), `${ROOT}main.ts`, ...args],
+    cwd: ROOT,
+    clearEnv: true,
+    env: childEnv(env),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+/** A free TCP port on loopback (for servers whose URL must be known before they start). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** What the pure call reducer makes of notifications, in the order given: one state per session. */
+export function reduceAll(notes: Payload[]): Map<string, CallState> {
+  const out = new Map<string, CallState>();
+  for (const n of notes) {
+    const ev = parseTelephonyEvent(n);
+    if (!ev) continue;
+    out.set(ev.telephonySessionId, reduceCall(out.get(ev.telephonySessionId), ev).state);
+  }
+  return out;
+}
+
 /** A ringhook child process. */
 export interface Child {
   port: number;
@@ -107,17 +159,13 @@ export async function startServer(
     args: ["run", ...serveFlags(), `${ROOT}main.ts`, ...(opts.args ?? ["serve"])],
     cwd: ROOT,
     clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      HOME: Deno.env.get("HOME") ?? "/tmp",
-      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-      NO_COLOR: "1",
+    env: childEnv({
       RINGHOOK_PORT: "0",
       RINGHOOK_HOSTNAME: "127.0.0.1",
       RINGHOOK_DATA_DIR: dataDir,
       RINGHOOK_LOG_FORMAT: "json",
       ...env,
-    },
+    }),
     stdout: "piped",
     stderr: "piped",
   });

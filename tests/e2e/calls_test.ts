@@ -1,12 +1,7 @@
 /** Call flows through the real edge into call records; a killed process replays to the same records. */
 import assert from "node:assert/strict";
-import { fixture, fixtureNames, rng, startServer } from "../helpers.ts";
-import {
-  type CallState,
-  parseTelephonyEvent,
-  reduceCall,
-  withoutBookkeeping,
-} from "../../src/calls/tracker.ts";
+import { fixture, fixtureNames, reduceAll, rng, startServer } from "../helpers.ts";
+import { withoutBookkeeping } from "../../src/calls/tracker.ts";
 import { inboundCall, type Payload } from "../../src/cli/payloads.ts";
 
 const TOKEN = "calls-e2e-token";
@@ -20,17 +15,6 @@ const FAMILIES: Record<string, { result: string; direction: string }> = {
   "telephony-blind-transfer-": { result: "transferred", direction: "inbound" },
   "telephony-attended-transfer-": { result: "transferred", direction: "internal" },
 };
-
-/** What the pure reducer makes of a set of notifications (in the given order). */
-function expected(notes: Payload[]): Map<string, CallState> {
-  const out = new Map<string, CallState>();
-  for (const n of notes) {
-    const ev = parseTelephonyEvent(n);
-    if (!ev) continue;
-    out.set(ev.telephonySessionId, reduceCall(out.get(ev.telephonySessionId), ev).state);
-  }
-  return out;
-}
 
 async function send(url: string, n: Payload): Promise<number> {
   const res = await fetch(`${url}/webhook`, {
@@ -74,7 +58,7 @@ Deno.test("every call-flow family through the real edge gives the right record, 
       const shuffled = [...notes, ...notes.slice(0, 3)].sort(() => random() - 0.5);
       for (const n of shuffled) assert.equal(await send(s.url, n), 200);
       await settled(s.url);
-      for (const [id, state] of expected(notes)) {
+      for (const [id, state] of reduceAll(notes)) {
         const got = await call(s.url, id);
         assert.equal(got.status, 200, `${prefix}: no record for ${id}`);
         assert.deepEqual(
@@ -136,7 +120,7 @@ Deno.test("killing the process mid-replay and restarting gives the same records 
     const ackedSet = new Set(acked.map((n) => n.uuid));
     for (const n of notes) if (!ackedSet.has(n.uuid)) assert.equal(await send(second.url, n), 200);
     await settled(second.url);
-    const want = expected(notes);
+    const want = reduceAll(notes);
     assert.equal(want.size, 60);
     for (const [id, state] of want) {
       const got = await call(second.url, id);

@@ -1,37 +1,11 @@
 /** The CLI against a running server, with the start task's permission flags; the admin port split. */
 import assert from "node:assert/strict";
-import { ROOT, serveFlags, startServer } from "../helpers.ts";
+import { freePort, runMain, startServer } from "../helpers.ts";
 
 const TOKEN = "cli-token-5150";
 const ADMIN = "cli-admin-7f7f";
 
-async function cli(args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...serveFlags(), `${ROOT}main.ts`, ...args],
-    cwd: ROOT,
-    clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "",
-      HOME: Deno.env.get("HOME") ?? "/tmp",
-      NO_COLOR: "1",
-      ...env,
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
+const cli = runMain;
 
 Deno.test("e2e walk-through: start, simulate a call, watch it in calls and events, see the metrics", async () => {
   const adminPort = freePort();

@@ -8,13 +8,8 @@
  */
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { type Child, fixture, startServer } from "../helpers.ts";
-import {
-  type CallState,
-  parseTelephonyEvent,
-  reduceCall,
-  withoutBookkeeping,
-} from "../../src/calls/tracker.ts";
+import { type Child, fixture, reduceAll, startServer } from "../helpers.ts";
+import { withoutBookkeeping } from "../../src/calls/tracker.ts";
 import { type CallOutcome, inboundCall, type Payload } from "../../src/cli/payloads.ts";
 import { redactUrl } from "../../src/log.ts";
 
@@ -80,17 +75,6 @@ async function post(base: string, body: unknown): Promise<{ status: number; body
     // not JSON
   }
   return { status: res.status, body: status };
-}
-
-/** What the pure reducer makes of a set of notifications. */
-function expected(notes: Payload[]): Map<string, CallState> {
-  const out = new Map<string, CallState>();
-  for (const n of notes) {
-    const ev = parseTelephonyEvent(n);
-    if (!ev) continue;
-    out.set(ev.telephonySessionId, reduceCall(out.get(ev.telephonySessionId), ev).state);
-  }
-  return out;
 }
 
 /** Sum of a Prometheus counter over all its label sets. */
@@ -198,7 +182,7 @@ Deno.test({
       );
       assert.equal(holders.length, 1);
 
-      const want = expected(notes);
+      const want = reduceAll(notes);
       assert.equal(want.size, 30);
       const [{ n: callRows }] = await admin.unsafe(`SELECT count(*)::int AS n FROM ${s}.calls`);
       assert.equal(callRows, 30, "one call record per session");

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { type Child, ROOT, serveFlags, startServer } from "../helpers.ts";
+import { type Child, runMain, startServer } from "../helpers.ts";
 import { FAKE_ACCOUNT_ID, FakeRingCentral } from "../fake_ringcentral.ts";
 import { GENERATED_TOKEN_KEY } from "../../src/app.ts";
 import { SUBSCRIPTION_ID_SETTING } from "../../src/ringcentral/keeper.ts";
@@ -88,28 +88,7 @@ function logged(child: Child, kind: string): number {
   return child.lines.filter((l) => l.includes(`"kind":"${kind}"`)).length;
 }
 
-/** Runs `main.ts <args>` with the start task's permission flags and a clean environment. */
-async function cli(
-  args: string[],
-  env: Record<string, string>,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...serveFlags(), `${ROOT}main.ts`, ...args],
-    cwd: ROOT,
-    clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      HOME: Deno.env.get("HOME") ?? "/tmp",
-      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-      NO_COLOR: "1",
-      ...env,
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const cli = runMain;
 
 Deno.test("e2e subscription: ringhook creates, renews, recreates it and rides out a 429", async (t) => {
   // Short-lived access tokens: the client must refresh them while the keeper works.

@@ -10,7 +10,6 @@ import postgres from "postgres";
 import { openSqliteStore } from "../src/journal/remote.ts";
 import { openPostgresStore } from "../src/journal/postgres.ts";
 import { openStore, storeLocation } from "../src/journal/open.ts";
-import { redactUrl } from "../src/log.ts";
 import { Journal } from "../src/journal/journal.ts";
 import {
   type AppendRow,
@@ -23,10 +22,7 @@ import { loadConfig, secretsOf } from "../src/config.ts";
 import { logger } from "../src/log.ts";
 import { Registry } from "../src/metrics.ts";
 import { testConfig } from "./helpers.ts";
-
-const PG_URL = Deno.env.get("RINGHOOK_TEST_DATABASE_URL") ??
-  "postgres://postgres@127.0.0.1:5432/test";
-const SKIP_PG = Deno.env.get("RINGHOOK_TEST_SKIP_PG") === "1";
+import { freshName, PG_URL, pgAdmin, SKIP_PG } from "./pg.ts";
 
 /** An open engine for one test, plus a second handle on the same database (another instance). */
 interface Opened {
@@ -55,25 +51,7 @@ async function openSqlite(): Promise<Opened> {
   };
 }
 
-/** A superuser-ish connection for creating and dropping test schemas; fails loudly when down. */
-async function pgAdmin(): Promise<ReturnType<typeof postgres>> {
-  const admin = postgres(PG_URL, { max: 2, connect_timeout: 5, onnotice: () => {} });
-  try {
-    await admin`SELECT 1`;
-  } catch (e) {
-    await admin.end({ timeout: 1 }).catch(() => {});
-    throw new Error(
-      `PostgreSQL is unreachable at ${redactUrl(PG_URL)} (${(e as Error).message}). ` +
-        "Start it (CI does) or point RINGHOOK_TEST_DATABASE_URL at one; " +
-        "set RINGHOOK_TEST_SKIP_PG=1 only to skip the PostgreSQL tests on purpose.",
-    );
-  }
-  return admin;
-}
-
-function freshSchema(): string {
-  return `rh_test_${crypto.randomUUID().replace(/-/g, "").slice(0, 16)}`;
-}
+const freshSchema = () => freshName("rh_test");
 
 async function openPg(): Promise<Opened & { schema: string }> {
   const admin = await pgAdmin();

@@ -11,36 +11,13 @@ import postgres from "postgres";
 import { type Child, fixture, reduceAll, startServer } from "../helpers.ts";
 import { withoutBookkeeping } from "../../src/calls/tracker.ts";
 import { type CallOutcome, inboundCall, type Payload } from "../../src/cli/payloads.ts";
-import { redactUrl } from "../../src/log.ts";
+import { freshName, PG_URL, pgAdmin, SKIP_PG } from "../pg.ts";
 
-const PG_URL = Deno.env.get("RINGHOOK_TEST_DATABASE_URL") ??
-  "postgres://postgres@127.0.0.1:5432/test";
-const SKIP_PG = Deno.env.get("RINGHOOK_TEST_SKIP_PG") === "1";
 const TOKEN = "pg-e2e-token";
 const PASSWORD = "never-printed-9f3k";
 const ADMIN = "pg-e2e-admin";
 
 type Sql = ReturnType<typeof postgres>;
-
-/** A connection for setting up and inspecting test schemas; fails loudly when PostgreSQL is down. */
-async function pgAdmin(): Promise<Sql> {
-  const admin = postgres(PG_URL, { max: 3, connect_timeout: 5, onnotice: () => {} });
-  try {
-    await admin`SELECT 1`;
-  } catch (e) {
-    await admin.end({ timeout: 1 }).catch(() => {});
-    throw new Error(
-      `PostgreSQL is unreachable at ${redactUrl(PG_URL)} (${(e as Error).message}). ` +
-        "Start it (CI does) or point RINGHOOK_TEST_DATABASE_URL at one; " +
-        "set RINGHOOK_TEST_SKIP_PG=1 only to skip the PostgreSQL tests on purpose.",
-    );
-  }
-  return admin;
-}
-
-function freshName(prefix: string): string {
-  return `${prefix}_${crypto.randomUUID().replace(/-/g, "").slice(0, 16)}`;
-}
 
 /** The test database's URL for `schema`, optionally as another role. */
 function urlFor(schema: string, user?: string): string {

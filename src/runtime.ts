@@ -88,6 +88,22 @@ export function onShutdownSignal(
   }
 }
 
+/**
+ * A last line of defence for a server that holds acks in flight: an error nothing caught (a
+ * driver's stray rejection when its connection is killed, say) is reported to `fn` instead of
+ * ending the process.
+ */
+export function onUncaught(fn: (error: unknown) => void): void {
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    fn(e.reason);
+  });
+  globalThis.addEventListener("error", (e) => {
+    e.preventDefault();
+    fn(e.error ?? e.message);
+  });
+}
+
 /** Calls `fn` on every SIGHUP (secret reload). */
 export function onReloadSignal(fn: () => void): void {
   if (Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", fn);

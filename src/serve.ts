@@ -18,6 +18,9 @@ export async function serveCommand(): Promise<void> {
   const config = rt.exitOnConfigErrors(rt.configFromEnv());
   const logs = await rt.startLogging(config);
   const log = logger("main");
+  rt.onUncaught((error) =>
+    log.error("Uncaught error (the server keeps running): {error}", { error })
+  );
   rt.ensureDir(config.dataDir);
   const dbPath = storeLocation(config); // never the URL's password
   let store;

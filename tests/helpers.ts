@@ -2,6 +2,7 @@
  * Test helpers: configs, an app on a real SQLite file, and a ringhook child
  * process started with exactly the permission flags of the `start` task.
  */
+import assert from "node:assert/strict";
 import { type Config, loadConfig } from "../src/config.ts";
 import { type App, createApp } from "../src/app.ts";
 import { openSqliteStore } from "../src/journal/remote.ts";
@@ -243,4 +244,68 @@ export function rng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/**
+ * The crash test every engine runs: 16 clients stream `count` fresh events into `first`, which
+ * is SIGKILLed once `killAfter` of them were acked; a second server on the same storage then
+ * takes the client's retries. Asserts that every acked event is stored exactly once, that a
+ * retry is "received" or (when its ack was lost) "duplicate", and that nothing is missing.
+ */
+export async function crashAndRetry(o: {
+  first: Child;
+  startSecond: () => Promise<Child>;
+  /** POSTs one fresh event; resolves to the answer's status field, rejects when unreachable. */
+  post: (url: string, uuid: string) => Promise<string>;
+  stored: () => Promise<Map<string, number>> | Map<string, number>;
+  count?: number;
+  killAfter?: number;
+}): Promise<Child> {
+  const count = o.count ?? 1500;
+  const killAfter = o.killAfter ?? 400;
+  const uuids = Array.from({ length: count }, (_, i) => `crash-${i}-${crypto.randomUUID()}`);
+  const acked = new Set<string>();
+  const unacked = new Set<string>();
+  let next = 0;
+  let killed = false;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (next < count) {
+      const uuid = uuids[next++];
+      try {
+        if ((await o.post(o.first.url, uuid)) === "received") acked.add(uuid);
+        else unacked.add(uuid);
+      } catch {
+        unacked.add(uuid);
+      }
+      if (!killed && acked.size >= killAfter) {
+        killed = true;
+        o.first.proc.kill("SIGKILL");
+      }
+    }
+  }));
+  const status = await o.first.stop();
+  assert.equal(status.signal, "SIGKILL");
+  assert.ok(
+    acked.size >= killAfter && unacked.size > 0,
+    `acked ${acked.size}, unacked ${unacked.size}`,
+  );
+
+  const second = await o.startSecond();
+  const before = await o.stored();
+  for (const u of acked) assert.equal(before.get(u), 1, `acked ${u} is in the journal once`);
+  let received = 0;
+  let duplicate = 0;
+  for (const u of unacked) {
+    const answer = await o.post(second.url, u);
+    if (answer === "received") received++;
+    else if (answer === "duplicate") {
+      duplicate++;
+      assert.ok(before.has(u), "a duplicate was stored before the crash (its ack was lost)");
+    } else assert.fail(`retry of ${u} answered ${answer}`);
+  }
+  assert.equal(received + duplicate, unacked.size);
+  const after = await o.stored();
+  assert.equal(after.size, count);
+  assert.ok([...after.values()].every((n) => n === 1));
+  return second;
 }

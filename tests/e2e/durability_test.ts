@@ -1,7 +1,7 @@
 /** Crash safety and failure modes of the journal, through a real ringhook process. */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { fixture, startServer } from "../helpers.ts";
+import { type Child, crashAndRetry, fixture, startServer } from "../helpers.ts";
 
 const TOKEN = "durability-token-1";
 const template = fixture("telephony-inbound-answered-04-alice-answered.json");
@@ -29,57 +29,20 @@ function storedUuids(dataDir: string): Map<string, number> {
 Deno.test("crash: SIGKILL mid-stream loses no acked event; client retries dedupe", async () => {
   const first = await startServer({ RINGHOOK_VERIFICATION_TOKEN: TOKEN });
   const dataDir = first.dataDir;
-  const N = 1500;
-  const uuids = Array.from({ length: N }, (_, i) => `crash-${i}-${crypto.randomUUID()}`);
-  const acked = new Set<string>();
-  const unacked = new Set<string>();
-  let next = 0;
-  let killed = false;
-  const worker = async () => {
-    while (next < N) {
-      const uuid = uuids[next++];
-      try {
-        const res = await post(first.url, uuid);
-        const body = await res.json();
-        if (res.status === 200 && body.status === "received") acked.add(uuid);
-        else unacked.add(uuid);
-      } catch {
-        unacked.add(uuid);
-      }
-      if (!killed && acked.size >= 400) {
-        killed = true;
-        first.proc.kill("SIGKILL");
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: 16 }, worker));
-  const status = await first.stop();
-  assert.equal(status.signal, "SIGKILL");
-  assert.ok(acked.size >= 400 && unacked.size > 0, `acked ${acked.size}, unacked ${unacked.size}`);
-
-  const second = await startServer({ RINGHOOK_VERIFICATION_TOKEN: TOKEN }, { dataDir });
+  let second: Child | undefined;
   try {
-    const before = storedUuids(dataDir);
-    for (const u of acked) assert.equal(before.get(u), 1, `acked ${u} is in the journal once`);
-    // The client retries everything that did not get its 200.
-    let received = 0;
-    let duplicate = 0;
-    for (const u of unacked) {
-      const res = await post(second.url, u);
-      const body = await res.json();
-      assert.equal(res.status, 200);
-      if (body.status === "received") received++;
-      else if (body.status === "duplicate") {
-        duplicate++;
-        assert.ok(before.has(u), "a duplicate was stored before the crash (its ack was lost)");
-      } else assert.fail(JSON.stringify(body));
-    }
-    assert.equal(received + duplicate, unacked.size);
-    const after = storedUuids(dataDir);
-    assert.equal(after.size, N);
-    assert.ok([...after.values()].every((n) => n === 1));
+    second = await crashAndRetry({
+      first,
+      startSecond: () => startServer({ RINGHOOK_VERIFICATION_TOKEN: TOKEN }, { dataDir }),
+      post: async (url, uuid) => {
+        const res = await post(url, uuid);
+        const body = await res.json();
+        return res.status === 200 ? body.status : `${res.status}`;
+      },
+      stored: () => storedUuids(dataDir),
+    });
   } finally {
-    await second.stop();
+    await second?.stop();
     await Deno.remove(dataDir, { recursive: true });
   }
 });

@@ -379,19 +379,16 @@ export class Journal {
     }).then(
       (seqs) => {
         this.#m.commit.observe((performance.now() - started) / 1000);
-        this.#m.batch.observe(batch.length);
+        this.#m.batch.observe(rows.length);
         if (this.#failure) {
           this.#opts.log.info("Journal recovered after: {reason}", this.#failure);
           this.#setFailure(undefined);
         }
-        let stored = false;
+        // (After a stall the waiters were already answered and `batch` is empty.)
         batch.forEach((p, i) => {
-          if (seqs[i] > 0) {
-            stored = true;
-            p.resolve({ status: "stored", seq: seqs[i] });
-          } else p.resolve({ status: "duplicate" });
+          p.resolve(seqs[i] > 0 ? { status: "stored", seq: seqs[i] } : { status: "duplicate" });
         });
-        if (stored) { for (const l of this.#listeners) l(); }
+        if (seqs.some((seq) => seq > 0)) { for (const l of this.#listeners) l(); }
       },
       (e: Error) => {
         this.#m.failures.inc();

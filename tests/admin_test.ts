@@ -111,6 +111,8 @@ Deno.test("admin routes: events, event by uuid, calls, call by id, call events, 
     assert.equal(status.body.consumers.calls.lag, 0);
     const sub = await get(app, "/api/v1/subscription");
     assert.equal(sub.body.managed, false);
+    const doc = await get(app, "/api/v1/openapi.json");
+    assert.deepEqual(doc.body, openapi, "the API serves its own OpenAPI document");
 
     // Bad queries are 400, unknown admin paths 404, other methods 405.
     assert.equal((await get(app, "/api/v1/events?limit=0")).status, 400);

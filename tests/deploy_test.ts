@@ -101,6 +101,7 @@ Deno.test({
         const [file, marker] of [
           ["src/journal/worker.ts", "the journal is not open"],
           ["src/journal/sqlite.ts", "class SqliteEngine"],
+          ["src/admin/openapi.json", "getOpenApi"],
         ]
       ) {
         includes(Deno.readTextFileSync(`${ROOT}${file}`), marker);

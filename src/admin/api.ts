@@ -9,6 +9,7 @@ import { matchesAnyToken } from "../verify.ts";
 import { CALLS_TOPIC } from "../calls/processor.ts";
 import { parseCallState } from "../calls/tracker.ts";
 import type { Keeper } from "../ringcentral/keeper.ts";
+import openapi from "./openapi.json" with { type: "json" };
 
 /** What the admin API reads. */
 export interface AdminDeps {
@@ -44,6 +45,11 @@ export function adminRoutes(d: AdminDeps): Route[] {
     },
     { method: "GET", path: "/api/v1/call-events", handler: (u) => callEvents(d.store, u) },
     { method: "GET", path: "/api/v1/subscription", handler: () => subscription(d) },
+    {
+      method: "GET",
+      path: "/api/v1/openapi.json",
+      handler: () => Promise.resolve(json(200, openapi)),
+    },
   ];
 }
 

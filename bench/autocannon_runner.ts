@@ -6,18 +6,10 @@
  * Run by lib.ts: deno run -A --no-lock --node-modules-dir=none bench/autocannon_runner.ts '<json>'
  */
 import { createHmac } from "node:crypto";
+import type { LoadSpec } from "./lib.ts";
 
-interface Spec {
-  url: string;
-  mode: "handshake" | "static" | "unique" | "hmac";
-  seconds: number;
-  connections: number;
-  template?: string;
-  prefix?: string;
-  token?: string;
-  secret?: string;
-  header?: string;
-  uuid?: string;
+/** A LoadSpec (lib.ts) plus the autocannon package to import. */
+interface Spec extends Omit<LoadSpec, "threads"> {
   package: string;
 }
 

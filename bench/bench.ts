@@ -34,6 +34,7 @@ import {
   parseFlags,
   ROOT,
   runLoad,
+  runScript,
   type Server,
   startBare,
   startRinghook,
@@ -432,13 +433,4 @@ async function main(): Promise<number> {
   return o.strict && missed.length ? 1 : 0;
 }
 
-if (import.meta.main) {
-  let code = 1;
-  try {
-    code = await main();
-  } catch (e) {
-    console.error(`bench failed: ${(e as Error).stack ?? e}`);
-    await stopAll();
-  }
-  Deno.exit(code);
-}
+if (import.meta.main) await runScript("bench", main);

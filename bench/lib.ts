@@ -491,3 +491,15 @@ export function table(rows: string[][]): string {
   return [line(rows[0]), widths.map((w) => "-".repeat(w)).join("  "), ...rows.slice(1).map(line)]
     .join("\n");
 }
+
+/** The entry of a bench script: runs `main`, stops every child on failure, exits with its code. */
+export async function runScript(name: string, main: () => Promise<number>): Promise<never> {
+  let code = 1;
+  try {
+    code = await main();
+  } catch (e) {
+    console.error(`${name} failed: ${(e as Error).stack ?? e}`);
+    await stopAll();
+  }
+  Deno.exit(code);
+}

@@ -15,6 +15,7 @@ import {
   parseFlags,
   ROOT,
   runLoad,
+  runScript,
   startRinghook,
   stopAll,
   stopAllOnSignal,
@@ -183,13 +184,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  let code = 1;
-  try {
-    code = await main();
-  } catch (e) {
-    console.error(`profile failed: ${(e as Error).stack ?? e}`);
-    await stopAll();
-  }
-  Deno.exit(code);
-}
+if (import.meta.main) await runScript("profile", main);

@@ -20,6 +20,7 @@ import {
   ROOT,
   rssKib,
   runLoad,
+  runScript,
   startRinghook,
   stopAll,
   stopAllOnSignal,
@@ -225,13 +226,4 @@ async function main(): Promise<number> {
   return v.pass && storageOk ? 0 : 1;
 }
 
-if (import.meta.main) {
-  let code = 1;
-  try {
-    code = await main();
-  } catch (e) {
-    console.error(`soak failed: ${(e as Error).stack ?? e}`);
-    await stopAll();
-  }
-  Deno.exit(code);
-}
+if (import.meta.main) await runScript("soak", main);

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { loadConfig, SECRET_VARS } from "../src/config.ts";
-import { childEnv, ROOT, serveFlags, startServer } from "./helpers.ts";
+import { ROOT, runMain, serveFlags, startServer } from "./helpers.ts";
 
 /** Fails unless `text` contains `part`. */
 function includes(text: string, part: string, message?: string): void {
@@ -372,21 +372,8 @@ async function healthcheck(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number; out: string }> {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...serveFlags(), `${ROOT}main.ts`, "healthcheck", ...args],
-    cwd: ROOT,
-    clearEnv: true,
-    env: childEnv(env),
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
-  if (/unknown command: healthcheck/.test(out)) {
-    throw new Error(
-      "main.ts does not route `healthcheck`: add `healthcheck: healthcheckCommand,` to COMMANDS",
-    );
-  }
-  return { code: r.code, out };
+  const r = await runMain(["healthcheck", ...args], env);
+  return { code: r.code, out: r.stdout + r.stderr };
 }
 
 /** A TCP port nothing listens on (bound, then released). */

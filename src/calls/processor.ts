@@ -12,6 +12,7 @@ import { isTelephony } from "../notification.ts";
 import type { CallEvent } from "./events.ts";
 import { toTopicEvent } from "./events.ts";
 import { traced } from "../trace.ts";
+import { serializer } from "../serial.ts";
 import {
   type CallState,
   closeStale,
@@ -60,12 +61,7 @@ export function startCallTracker(journal: Journal, opts: CallTrackerOptions): Ca
     "Telephony notifications the tracker could not read",
   );
   // The consumer and the sweep both write call rows: run them one at a time.
-  let chain: Promise<unknown> = Promise.resolve();
-  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = chain.then(fn, fn);
-    chain = run.catch(() => {});
-    return run;
-  };
+  const serial = serializer();
   const count = (emitted: CallEvent[]) => {
     for (const e of emitted) {
       emittedCount.inc({ type: e.type });
@@ -174,7 +170,7 @@ export function startCallTracker(journal: Journal, opts: CallTrackerOptions): Ca
     async stop() {
       clearInterval(timer);
       await consumer.stop();
-      await chain;
+      await serial(() => Promise.resolve());
     },
   };
 }

@@ -105,31 +105,12 @@ export function eventsCommand(argv: string[]): Promise<number> {
     { event: { type: "string" }, uuid: { type: "string" } },
     async (a, get) => {
       if (a.uuid) {
-        const r = await get(`/api/v1/events/${encodeURIComponent(String(a.uuid))}`);
-        if (r.status !== 200) return fail(r);
-        rt.print(JSON.stringify(r.body, null, a.json ? 0 : 2));
-        return 0;
+        return await showOne(get, `/api/v1/events/${encodeURIComponent(String(a.uuid))}`, a);
       }
-      const q = new URLSearchParams({ limit: String(a.limit ?? 50) });
-      if (a.since) q.set("since", String(a.since));
-      if (a.event) q.set("event", String(a.event));
-      const r = await get(`/api/v1/events?${q}`);
-      if (r.status !== 200) return fail(r);
-      const items = r.body.items as Array<Record<string, unknown>>;
-      if (a.json) items.forEach((i) => rt.print(JSON.stringify(i)));
-      else {
-        table(
-          ["SEQ", "RECEIVED", "UUID", "EVENT", "BYTES"],
-          items.map((i) => [
-            i.seq,
-            i.receivedAt,
-            i.uuid,
-            shortPath(String(i.event)),
-            i.bytes,
-          ]),
-        );
-      }
-      return 0;
+      return await showList(get, "/api/v1/events", a, { event: a.event }, {
+        head: ["SEQ", "RECEIVED", "UUID", "EVENT", "BYTES"],
+        row: (i) => [i.seq, i.receivedAt, i.uuid, shortPath(String(i.event)), i.bytes],
+      });
     },
   );
 }
@@ -141,51 +122,36 @@ export function callsCommand(argv: string[]): Promise<number> {
     CALLS_HELP,
     { active: { type: "boolean" }, id: { type: "string" } },
     async (a, get) => {
-      if (a.id) {
-        const r = await get(`/api/v1/calls/${encodeURIComponent(String(a.id))}`);
-        if (r.status !== 200) return fail(r);
-        rt.print(JSON.stringify(r.body, null, a.json ? 0 : 2));
-        return 0;
-      }
-      const q = new URLSearchParams({ limit: String(a.limit ?? 50) });
-      if (a.since) q.set("since", String(a.since));
-      if (a.active) q.set("active", "true");
-      const r = await get(`/api/v1/calls?${q}`);
-      if (r.status !== 200) return fail(r);
-      const items = r.body.items as Array<Record<string, unknown>>;
-      if (a.json) items.forEach((i) => rt.print(JSON.stringify(i)));
-      else {
-        table(
-          [
-            "STARTED",
-            "STATE",
-            "RESULT",
-            "DIRECTION",
-            "FROM",
-            "TO",
-            "RING",
-            "TALK",
-            "HOLD",
-            "SESSION",
-          ],
-          items.map((i) => {
-            const d = (i.durations ?? {}) as Record<string, number>;
-            return [
-              i.startedAt,
-              i.state,
-              i.result ?? "-",
-              i.direction,
-              party(i.from),
-              party(i.to),
-              secs(d.ringMs),
-              secs(d.talkMs),
-              secs(d.holdMs),
-              i.telephonySessionId,
-            ];
-          }),
-        );
-      }
-      return 0;
+      if (a.id) return await showOne(get, `/api/v1/calls/${encodeURIComponent(String(a.id))}`, a);
+      return await showList(get, "/api/v1/calls", a, { active: a.active ? "true" : undefined }, {
+        head: [
+          "STARTED",
+          "STATE",
+          "RESULT",
+          "DIRECTION",
+          "FROM",
+          "TO",
+          "RING",
+          "TALK",
+          "HOLD",
+          "SESSION",
+        ],
+        row: (i) => {
+          const d = (i.durations ?? {}) as Record<string, number>;
+          return [
+            i.startedAt,
+            i.state,
+            i.result ?? "-",
+            i.direction,
+            party(i.from),
+            party(i.to),
+            secs(d.ringMs),
+            secs(d.talkMs),
+            secs(d.holdMs),
+            i.telephonySessionId,
+          ];
+        },
+      });
     },
   );
 }
@@ -237,6 +203,33 @@ async function run(
 function adminToken(): string | undefined {
   const c = rt.configFromEnv();
   return c.ok ? c.config.adminTokens[0] : undefined;
+}
+
+/** Prints one item (an event with its body, a call with its record) as JSON. */
+async function showOne(get: Fetcher, path: string, a: Args): Promise<number> {
+  const r = await get(path);
+  if (r.status !== 200) return fail(r);
+  rt.print(JSON.stringify(r.body, null, a.json ? 0 : 2));
+  return 0;
+}
+
+/** Prints a listing: one JSON object per line, or a table. */
+async function showList(
+  get: Fetcher,
+  path: string,
+  a: Args,
+  filters: Record<string, unknown>,
+  view: { head: string[]; row: (item: Record<string, unknown>) => unknown[] },
+): Promise<number> {
+  const q = new URLSearchParams({ limit: String(a.limit ?? 50) });
+  if (a.since) q.set("since", String(a.since));
+  for (const [k, v] of Object.entries(filters)) if (v) q.set(k, String(v));
+  const r = await get(`${path}?${q}`);
+  if (r.status !== 200) return fail(r);
+  const items = r.body.items as Array<Record<string, unknown>>;
+  if (a.json) items.forEach((i) => rt.print(JSON.stringify(i)));
+  else table(view.head, items.map(view.row));
+  return 0;
 }
 
 function fail(r: { status: number; body: Record<string, unknown> }): number {

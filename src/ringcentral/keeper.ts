@@ -7,6 +7,7 @@
 import type { RingCentralConfig } from "../config.ts";
 import type { Store } from "../journal/types.ts";
 import { logger } from "../log.ts";
+import { serializer } from "../serial.ts";
 import type { Registry } from "../metrics.ts";
 import { isRenewalReminder } from "../notification.ts";
 import {
@@ -295,7 +296,7 @@ export class Keeper {
   #leader = false;
   #current?: SubscriptionInfo;
   /** Serialises ticks and reminder renewals. */
-  #chain: Promise<unknown> = Promise.resolve();
+  #exclusive = serializer();
 
   /** Creates a keeper; nothing happens until start() or tick(). */
   constructor(options: KeeperOptions) {
@@ -357,7 +358,7 @@ export class Keeper {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#abort.abort(new DOMException("keeper stopped", "AbortError"));
-    await this.#chain.catch(() => {});
+    await this.#exclusive(() => Promise.resolve());
     if (this.#leader) {
       this.#leader = false;
       await this.#o.store.releaseLease?.(KEEPER_LEASE, this.#o.instanceId).catch(() => {});
@@ -478,12 +479,6 @@ export class Keeper {
     } catch {
       // a callback's failure must not stop the keeper
     }
-  }
-
-  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const p = this.#chain.then(fn, fn);
-    this.#chain = p.catch(() => {});
-    return p;
   }
 }
 

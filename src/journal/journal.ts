@@ -193,40 +193,23 @@ export class Journal {
     const batch = opts.batch ?? 500;
     let stopping = false;
     let position = 0;
-    let wake: (() => void) | undefined;
     let dirty = false;
     const waiters: Array<{ seq: number; resolve: () => void }> = [];
     const unsubscribe = this.onAppend(() => {
       dirty = true;
-      wake?.();
+      sleeper.wake();
     });
     const settle = () => {
       for (let i = waiters.length - 1; i >= 0; i--) {
         if (waiters[i].seq <= position) waiters.splice(i, 1)[0].resolve();
       }
     };
-    const sleep = (ms: number) =>
-      stopping ? Promise.resolve() : new Promise<void>((resolve) => {
-        const t = setTimeout(done, ms);
-        function done() {
-          clearTimeout(t);
-          wake = undefined;
-          resolve();
-        }
-        wake = done;
-      });
-    // A pause only stop() cuts short (new events do not: they are what the pause gathers).
-    let unpause: (() => void) | undefined;
-    const pause = (ms: number) =>
-      stopping ? Promise.resolve() : new Promise<void>((resolve) => {
-        const t = setTimeout(done, ms);
-        function done() {
-          clearTimeout(t);
-          unpause = undefined;
-          resolve();
-        }
-        unpause = done;
-      });
+    // Waiting for events: an append or stop() cuts it short. A pause (letting events gather)
+    // only ends early on stop(): new events are what it waits for.
+    const sleeper = wakeableSleep(() => stopping);
+    const pauser = wakeableSleep(() => stopping);
+    const sleep = sleeper.sleep;
+    const pause = pauser.sleep;
     let lastBatchAt = -Infinity;
     const lease = { name: `consumer:${name}`, holder: this.instanceId };
     // Lease timing uses the monotonic clock: a wall-clock step must not stall a consumer.
@@ -291,8 +274,8 @@ export class Journal {
       stop: async () => {
         stopping = true;
         unsubscribe();
-        wake?.();
-        unpause?.();
+        sleeper.wake();
+        pauser.wake();
         await loop;
         leaseRenewedAt = -Infinity;
         await this.store.releaseLease(lease.name, lease.holder).catch(() => {});
@@ -421,6 +404,26 @@ export class Journal {
       this.#probeTimer = undefined;
     }
   }
+}
+
+/** A sleep that `wake()` ends early; resolves at once while `skip()` is true. */
+function wakeableSleep(
+  skip: () => boolean,
+): { sleep: (ms: number) => Promise<void>; wake: () => void } {
+  let wake: (() => void) | undefined;
+  return {
+    sleep: (ms) =>
+      skip() ? Promise.resolve() : new Promise<void>((resolve) => {
+        const t = setTimeout(done, ms);
+        function done() {
+          clearTimeout(t);
+          wake = undefined;
+          resolve();
+        }
+        wake = done;
+      }),
+    wake: () => wake?.(),
+  };
 }
 
 function describe(e: Error): string {
